@@ -33,7 +33,7 @@ class WSGITransport(BaseAdapter):
         super().__init__()
         self.app = app
 
-    def send(  # type: ignore[override]
+    def send(
         self,
         request: requests.PreparedRequest,
         stream: bool = False,
