@@ -48,7 +48,43 @@ def load_spec() -> dict:
         for operation in path_item.values():
             if isinstance(operation, dict):
                 operation.pop("security", None)
+    hoist_read_only(spec)
     return spec
+
+
+def hoist_read_only(spec: dict) -> None:
+    """Make read-only properties visible as such to the validator.
+
+    The schema marks a ruleset's `id` and `version` read-only through `allOf` or a `$ref` to a read-only
+    schema, but the validator only honours `readOnly` on the property schema itself and would demand them
+    in create requests.
+    """
+    schemas = spec["components"]["schemas"]
+
+    def read_only(schema: object) -> bool:
+        if not isinstance(schema, dict):
+            return False
+        if schema.get("readOnly"):
+            return True
+        ref = schema.get("$ref", "")
+        if ref.startswith("#/components/schemas/"):
+            return read_only(schemas.get(ref.rsplit("/", 1)[1]))
+        return any(read_only(part) for part in schema.get("allOf", ()))
+
+    def visit(node: object) -> None:
+        if isinstance(node, dict):
+            properties = node.get("properties")
+            if isinstance(properties, dict):
+                for name, prop in list(properties.items()):
+                    if isinstance(prop, dict) and not prop.get("readOnly") and read_only(prop):
+                        properties[name] = {"allOf": [prop], "readOnly": True}
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(spec)
 
 
 @functools.cache
@@ -93,6 +129,9 @@ class ContractValidator:
         self.checked.append(exchange)
 
     def check_request(self, request: requests.PreparedRequest) -> None:
+        if not (request.url or "").startswith(OFFICIAL_BASE):
+            request = request.copy()
+            request.url = official_url(request.url or "")
         try:
             openapi().validate_request(RequestsOpenAPIRequest(request))
         except Exception as exc:

@@ -1,0 +1,66 @@
+"""Builds the Cloudflare client from settings: against Cloudflare, or the built-in emulator when no token is set.
+
+The emulator is never a silent stand-in: it is used only when CLOUDFLARE_API_TOKEN is unset, and every page
+says so in a banner (templates/base.html).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import requests
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from cloudflare.budget import CallBudget, LocalBudget, RedisBudget
+from cloudflare.client import CloudflareClient
+from cloudflare.emulator import Emulator
+from cloudflare.wsgi_transport import mount_wsgi_app
+
+EMULATOR_BASE_URL = "http://cloudflare-emulator.invalid/client/v4"
+EMULATOR_TOKEN = "emulator-token"  # noqa: S105 - the in-process emulator accepts any bearer token
+
+
+@functools.cache
+def get_call_budget() -> CallBudget:
+    """The budget every process shares: in Redis when REDIS_URL is set, else per process."""
+    if settings.REDIS_URL:
+        import redis
+
+        return RedisBudget(
+            redis.Redis.from_url(settings.REDIS_URL),
+            key=f"cloudflare:budget:{settings.CLOUDFLARE_ACCOUNT_ID or settings.CLOUDFLARE_ZONE_ID}",
+            limit=settings.CLOUDFLARE_CALL_BUDGET,
+            window=settings.CLOUDFLARE_CALL_BUDGET_WINDOW,
+        )
+    return LocalBudget(settings.CLOUDFLARE_CALL_BUDGET, settings.CLOUDFLARE_CALL_BUDGET_WINDOW)
+
+
+@functools.cache
+def get_emulator() -> Emulator:
+    settings.CLOUDFLARE_EMULATOR_STATE.parent.mkdir(parents=True, exist_ok=True)
+    return Emulator(
+        state_path=settings.CLOUDFLARE_EMULATOR_STATE,
+        revocation_delay=settings.CLOUDFLARE_EMULATOR_REVOCATION_DELAY,
+        reactivation_delay=settings.CLOUDFLARE_EMULATOR_REVOCATION_DELAY,
+    )
+
+
+def get_cloudflare_client(*, wait_for_budget: bool = True) -> CloudflareClient:
+    """A client for the configured zone; `wait_for_budget=False` fails fast instead of queueing (web requests)."""
+    session = requests.Session()
+    if settings.CLOUDFLARE_EMULATED:
+        base_url, token = EMULATOR_BASE_URL, EMULATOR_TOKEN
+        mount_wsgi_app(session, base_url, get_emulator().wsgi_app)
+    else:
+        base_url, token = settings.CLOUDFLARE_API_BASE_URL, settings.CLOUDFLARE_API_TOKEN
+        if not settings.CLOUDFLARE_ZONE_ID:
+            raise ImproperlyConfigured("CLOUDFLARE_ZONE_ID is required when CLOUDFLARE_API_TOKEN is set")
+    return CloudflareClient(
+        api_token=token,
+        base_url=base_url,
+        session=session,
+        timeout=(5.0, settings.CLOUDFLARE_TIMEOUT),
+        budget=get_call_budget(),
+        wait_for_budget=wait_for_budget,
+    )

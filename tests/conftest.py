@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+import responses as responses_lib
+
+from tests.support.contract import ContractValidator, Exchange
+
+ZONE_ID = "023e105f4ecef8ad9ca31a8372d0c353"
+ACCOUNT_ID = "01a7362d577a6c3019a474fd6f485823"
+BASE_URL = "https://api.cloudflare.test/client/v4"
+
+
+def services_required() -> bool:
+    """CI sets REQUIRE_SERVICES=1: a test that needs PostgreSQL or Redis must run there, not skip."""
+    return os.environ.get("REQUIRE_SERVICES", "") == "1"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        if services_required():
+            pytest.fail(f"Redis is required (REQUIRE_SERVICES=1) but {url} is unreachable: {exc}")
+        pytest.skip(f"no Redis at {url}")
+    return url
+
+
+@pytest.fixture
+def contract() -> ContractValidator:
+    return ContractValidator()
+
+
+@pytest.fixture
+def cf_http(contract: ContractValidator):
+    """`responses` for the client's HTTP layer; every exchange is checked against the official schema."""
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+        for call in mock.calls:
+            check_call(contract, call)
+
+
+def check_call(contract: ContractValidator, call) -> None:
+    request, response = call.request, call.response
+    if not isinstance(getattr(response, "status_code", None), int):
+        contract.check_request(request)  # a transport error: there is no response to check
+        return
+    if response.status_code >= 500 or not is_envelope(response):
+        # Server errors and broken bodies (an HTML 502, an empty body) are faults we inject on purpose; the
+        # schema describes neither, so only the request is checked.
+        contract.check_request(request)
+        return
+    body = request.body.encode() if isinstance(request.body, str) else request.body
+    contract.check(Exchange(request.method, request.url, body, response.status_code, response.content))
+
+
+def is_envelope(response) -> bool:
+    try:
+        data = response.json()
+    except ValueError:
+        return False
+    # A 200 with success:false is another injected fault: the schema's 200 answers all succeed.
+    return isinstance(data, dict) and "success" in data and (data["success"] or response.status_code >= 400)
