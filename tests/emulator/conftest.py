@@ -186,7 +186,9 @@ def make_csr(common_name: str = "portal-user-1", key_kind: str = "ec", **attribu
     }
     names = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     names += [x509.NameAttribute(oids[key], value) for key, value in attributes.items()]
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(names)).sign(make_key(key_kind), hashes.SHA256())
+    csr = (
+        x509.CertificateSigningRequestBuilder().subject_name(x509.Name(names)).sign(make_key(key_kind), hashes.SHA256())
+    )
     return csr.public_bytes(serialization.Encoding.PEM).decode()
 
 

@@ -158,7 +158,9 @@ def test_reactivate_refused_unless_pending_revocation(api: Api, clock: FakeClock
 def test_reactivate_requires_the_flag(api: Api, body: dict[str, object]) -> None:
     cert_id = issue(api, make_csr())["id"]
     api.delete(f"{CERTS}/{cert_id}")
-    response = api.patch(f"{CERTS}/{cert_id}", body, invalid_request="reactivate missing on purpose" if not body else None)
+    response = api.patch(
+        f"{CERTS}/{cert_id}", body, invalid_request="reactivate missing on purpose" if not body else None
+    )
     assert response.status_code == 400
     assert error_code(response) == 1400
 
