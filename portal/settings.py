@@ -97,8 +97,12 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or VAR_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
+if DEBUG:
+    # WhiteNoise serves from the finders in development but warns when STATIC_ROOT is missing;
+    # production fills it with collectstatic (see Dockerfile).
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # Security headers; cookies are secure unless DEBUG (plain http on localhost).
 SESSION_COOKIE_SECURE = not DEBUG

@@ -1,0 +1,63 @@
+"""The portal shell: pages render, the emulator banner tells the truth, the client factory wires the emulator."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+from django.urls import reverse
+
+from cloudflare.emulator import Emulator
+from portal import integrations
+from tests.support.pki import make_csr
+
+
+@pytest.mark.django_db
+def test_it_shows_the_emulator_banner_when_no_token_is_set(client):
+    with override_settings(CLOUDFLARE_EMULATED=True):
+        response = client.get(reverse("home"))
+    assert response.status_code == 200
+    assert b'data-testid="emulator-banner"' in response.content
+
+
+@pytest.mark.django_db
+def test_it_hides_the_banner_against_real_cloudflare(client):
+    with override_settings(CLOUDFLARE_EMULATED=False):
+        response = client.get(reverse("home"))
+    assert b"emulator-banner" not in response.content
+
+
+def test_healthz_answers(client):
+    assert client.get(reverse("healthz")).json() == {"status": "ok"}
+
+
+def test_pages_refuse_unsafe_methods(client):
+    assert client.post(reverse("home")).status_code == 405
+
+
+@pytest.fixture
+def isolated_emulator(monkeypatch, settings, tmp_path):
+    settings.CLOUDFLARE_EMULATED = True
+    settings.CLOUDFLARE_ZONE_ID = "0" * 32
+    emulator = Emulator(state_path=tmp_path / "emulator.json")
+    monkeypatch.setattr(integrations, "get_emulator", lambda: emulator)
+    return emulator
+
+
+def test_the_factory_talks_to_the_in_process_emulator(isolated_emulator, settings):
+    client = integrations.get_cloudflare_client()
+
+    issued = client.create_client_certificate(settings.CLOUDFLARE_ZONE_ID, csr=make_csr("factory"), validity_days=7)
+
+    assert client.get_client_certificate(settings.CLOUDFLARE_ZONE_ID, issued.id).common_name == "factory"
+    assert [entry.method for entry in isolated_emulator.request_log] == ["POST", "GET"]
+
+
+def test_the_factory_uses_the_real_api_when_a_token_is_set(settings):
+    settings.CLOUDFLARE_EMULATED = False
+    settings.CLOUDFLARE_API_TOKEN = "real-token"
+    settings.CLOUDFLARE_API_BASE_URL = "https://api.cloudflare.com/client/v4"
+
+    client = integrations.get_cloudflare_client()
+
+    assert client.base_url == "https://api.cloudflare.com/client/v4"
+    assert not any("emulator" in prefix for prefix in client.session.adapters)
