@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.http import http_date
+from werkzeug.http import HTTP_STATUS_CODES, http_date
 from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Request, Response
 
@@ -218,7 +218,7 @@ class Emulator:
         if fault.params.get("empty"):
             return Response(b"", status=status, content_type="text/plain")
         if fault.params.get("html"):
-            reason = Response(status=status).status.split(" ", 1)[1]
+            reason = HTTP_STATUS_CODES.get(status, "Server Error")
             page = EDGE_ERROR_PAGE.format(status=status, reason=reason)
             return Response(page, status=status, content_type="text/html")
         return failure(status, codes.INTERNAL_ERROR, "Internal server error (injected by the emulator)")
