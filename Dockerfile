@@ -1,0 +1,19 @@
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PORTAL_VAR_DIR=/app/var
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY portal portal
+COPY certificates certificates
+COPY cloudflare cloudflare
+COPY templates templates
+COPY static static
+COPY manage.py ./
+RUN pip install --no-cache-dir . \
+    && DEBUG=false SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput \
+    && useradd --system --home /app portal && mkdir -p /app/var && chown portal /app/var
+
+USER portal
+EXPOSE 8000
+CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
