@@ -50,6 +50,7 @@ class Api:
 
     session: requests.Session
     contract: ContractValidator
+    base: str = BASE
 
     def call(
         self,
@@ -66,7 +67,7 @@ class Api:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         all_headers = {"Content-Type": "application/json"} if data is not None else {}
         all_headers.update(headers or {})
-        response = self.session.request(method, BASE + path, data=data, headers=all_headers, timeout=timeout)
+        response = self.session.request(method, self.base + path, data=data, headers=all_headers, timeout=timeout)
         self.check(method, path, data, response, invalid_request)
         return response
 
