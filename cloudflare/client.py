@@ -248,9 +248,7 @@ class CloudflareClient:
         _check_account_id(account_id)
         _check_uuid(mtls_certificate_id, "mTLS certificate id")
         # The official schema marks a JSON request body as required on this DELETE; an empty object satisfies it.
-        envelope = self._call(
-            "DELETE", f"/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}", json_body={}
-        )
+        envelope = self._call("DELETE", f"/accounts/{account_id}/mtls_certificates/{mtls_certificate_id}", json_body={})
         return MTLSCertificate.from_api(envelope.result or {"id": mtls_certificate_id})
 
     def list_mtls_certificate_associations(self, account_id: str, mtls_certificate_id: str) -> list[MTLSAssociation]:
