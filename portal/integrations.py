@@ -41,8 +41,8 @@ def get_emulator() -> Emulator:
     settings.CLOUDFLARE_EMULATOR_STATE.parent.mkdir(parents=True, exist_ok=True)
     return Emulator(
         state_path=settings.CLOUDFLARE_EMULATOR_STATE,
-        revocation_delay=settings.CLOUDFLARE_EMULATOR_REVOCATION_DELAY,
-        reactivation_delay=settings.CLOUDFLARE_EMULATOR_REVOCATION_DELAY,
+        revocation_delay=settings.CLOUDFLARE_EMULATOR_TRANSITION_DELAY,
+        reactivation_delay=settings.CLOUDFLARE_EMULATOR_TRANSITION_DELAY,
     )
 
 

@@ -148,7 +148,7 @@ if CLOUDFLARE_EMULATED:
 elif not CLOUDFLARE_ZONE_ID:
     raise ImproperlyConfigured("CLOUDFLARE_ZONE_ID is required when CLOUDFLARE_API_TOKEN is set")
 CLOUDFLARE_EMULATOR_STATE = Path(env_str("CLOUDFLARE_EMULATOR_STATE") or VAR_DIR / "cloudflare-emulator.json")
-CLOUDFLARE_EMULATOR_REVOCATION_DELAY = env_float("CLOUDFLARE_EMULATOR_REVOCATION_DELAY", 30.0, minimum=0)
+CLOUDFLARE_EMULATOR_TRANSITION_DELAY = env_float("CLOUDFLARE_EMULATOR_TRANSITION_DELAY", 30.0, minimum=0)
 CLOUDFLARE_TIMEOUT = env_float("CLOUDFLARE_TIMEOUT", 30.0, minimum=1)
 # Cloudflare allows 1,200 calls per 300 s per user across all tokens (FACTS.md §9); stay under it.
 CLOUDFLARE_CALL_BUDGET = env_int("CLOUDFLARE_CALL_BUDGET", 1200, minimum=1)

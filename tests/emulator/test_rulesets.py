@@ -7,7 +7,6 @@ import pytest
 from .conftest import (
     SCHEMA_DEFECT_LEGACY_ZONE_ID,
     SCHEMA_DEFECT_MOVE_ONLY,
-    SCHEMA_DEFECT_READONLY_IDS,
     ZONE,
     Api,
     error_code,
@@ -20,7 +19,7 @@ BASE_RULE = {"action": "block", "expression": 'http.host eq "api.example.com"', 
 
 def create_entrypoint(api: Api, rules: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     body = {"name": "default", "kind": "zone", "phase": "http_request_firewall_custom", "rules": rules or []}
-    response = api.post(RULESETS, body, invalid_request=SCHEMA_DEFECT_READONLY_IDS)
+    response = api.post(RULESETS, body)
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()["result"]
     return result
@@ -49,7 +48,7 @@ def test_entrypoint_404_until_created(api: Api) -> None:
 def test_second_entrypoint_for_a_phase_is_refused(api: Api) -> None:
     create_entrypoint(api)
     body = {"name": "again", "kind": "zone", "phase": "http_request_firewall_custom", "rules": []}
-    response = api.post(RULESETS, body, invalid_request=SCHEMA_DEFECT_READONLY_IDS)
+    response = api.post(RULESETS, body)
     assert response.status_code == 400
     assert error_code(response) == 10004
 
@@ -126,7 +125,7 @@ def test_put_entrypoint_replaces_all_and_keeps_ids_by_ref(api: Api) -> None:
     ruleset = create_entrypoint(api, [BASE_RULE, {**BASE_RULE, "ref": "gone"}])
     base_id = ruleset["rules"][0]["id"]
     body = {"rules": [{**BASE_RULE, "expression": "ip.src eq 192.0.2.7"}, {**BASE_RULE, "ref": "new"}]}
-    result = api.put(ENTRYPOINT, body, invalid_request=SCHEMA_DEFECT_READONLY_IDS).json()["result"]
+    result = api.put(ENTRYPOINT, body).json()["result"]
     assert refs(result) == ["portal_base", "new"]
     assert result["rules"][0]["id"] == base_id
     assert result["rules"][0]["version"] == "2"
@@ -134,7 +133,7 @@ def test_put_entrypoint_replaces_all_and_keeps_ids_by_ref(api: Api) -> None:
 
 
 def test_put_entrypoint_creates_a_missing_one(api: Api) -> None:
-    result = api.put(ENTRYPOINT, {"rules": [BASE_RULE]}, invalid_request=SCHEMA_DEFECT_READONLY_IDS).json()["result"]
+    result = api.put(ENTRYPOINT, {"rules": [BASE_RULE]}).json()["result"]
     assert result["version"] == "1"
     assert api.get(ENTRYPOINT).json()["result"]["id"] == result["id"]
 
@@ -155,7 +154,7 @@ def test_invalid_expressions_point_at_the_rule(api: Api, expression: str, fragme
         "phase": "http_request_firewall_custom",
         "rules": [BASE_RULE, {**BASE_RULE, "ref": "x", "expression": expression}],
     }
-    response = api.post(RULESETS, body, invalid_request=SCHEMA_DEFECT_READONLY_IDS)
+    response = api.post(RULESETS, body)
     assert response.status_code == 400
     error = response.json()["errors"][0]
     assert error["code"] == 10005
