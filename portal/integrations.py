@@ -64,3 +64,9 @@ def get_cloudflare_client(*, wait_for_budget: bool = True) -> CloudflareClient:
         budget=get_call_budget(),
         wait_for_budget=wait_for_budget,
     )
+
+
+def get_zone_id() -> str:
+    """The zone every new certificate and rule goes to (rows store it, so more zones can come later)."""
+    zone_id: str = settings.CLOUDFLARE_ZONE_ID
+    return zone_id

@@ -34,6 +34,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "ninja",
     "certificates",
 ]
 
@@ -46,6 +50,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "portal.middleware.StaffTwoFactorMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -90,6 +96,29 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Accounts (django-allauth): email and password, verified email, TOTP for staff (portal/middleware.py).
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[mTLS portal] "
+# Failed logins are throttled per address and per account (allauth's rate limits, kept in the cache).
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": env_str("LOGIN_FAILED_RATE_LIMIT", "10/m/ip,5/5m/key"),
+    "signup": "20/m/ip",
+    "reset_password": "20/m/ip,5/m/key",
+}
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = env_str("MFA_TOTP_ISSUER", "mTLS developer portal")
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "certificates:dashboard"
+ACCOUNT_LOGOUT_REDIRECT_URL = "home"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -173,3 +202,21 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+
+# Certificate policy (certificates/policy.py): the subject every CSR must carry, validity, quotas.
+CERTIFICATE_SUBJECT_ORGANIZATION = env_str("CERTIFICATE_SUBJECT_ORGANIZATION", "Example Inc.")
+CERTIFICATE_SUBJECT_ORGANIZATIONAL_UNIT = env_str("CERTIFICATE_SUBJECT_ORGANIZATIONAL_UNIT", "API Developers")
+CERTIFICATE_COMMON_NAME_PREFIX = env_str("CERTIFICATE_COMMON_NAME_PREFIX", "portal-user-")
+CERTIFICATE_VALIDITY_CHOICES = [int(d) for d in env_list("CERTIFICATE_VALIDITY_CHOICES", ["30", "90", "180", "365"])]
+CERTIFICATE_DEFAULT_VALIDITY_DAYS = env_int("CERTIFICATE_DEFAULT_VALIDITY_DAYS", 365, minimum=1)
+if (
+    not CERTIFICATE_VALIDITY_CHOICES
+    or min(CERTIFICATE_VALIDITY_CHOICES) < 1
+    or max(CERTIFICATE_VALIDITY_CHOICES) > 3650
+):
+    raise ImproperlyConfigured("CERTIFICATE_VALIDITY_CHOICES must be days between 1 and 3650")
+if CERTIFICATE_DEFAULT_VALIDITY_DAYS not in CERTIFICATE_VALIDITY_CHOICES:
+    raise ImproperlyConfigured("CERTIFICATE_DEFAULT_VALIDITY_DAYS must be one of CERTIFICATE_VALIDITY_CHOICES")
+CERTIFICATE_MAX_ACTIVE_PER_USER = env_int("CERTIFICATE_MAX_ACTIVE_PER_USER", 5, minimum=1)
+# Cloudflare-managed CA: 100 certificates per zone on every plan unless Cloudflare raised it (FACTS.md §3).
+CLOUDFLARE_ZONE_CAPACITY = env_int("CLOUDFLARE_ZONE_CAPACITY", 100, minimum=1)

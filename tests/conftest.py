@@ -66,3 +66,55 @@ def is_envelope(response) -> bool:
         return False
     # A 200 with success:false is another injected fault: the schema's 200 answers all succeed.
     return isinstance(data, dict) and "success" in data and (data["success"] or response.status_code >= 400)
+
+
+# -- the portal against an isolated in-process emulator --------------------------------------------------------
+
+
+@pytest.fixture
+def emulator(settings, monkeypatch):
+    """Each test gets its own in-memory emulator and its own call budget."""
+    from cloudflare.budget import LocalBudget
+    from cloudflare.emulator import Emulator
+    from portal import integrations
+
+    settings.CLOUDFLARE_EMULATED = True
+    settings.CLOUDFLARE_ZONE_ID = "0" * 32
+    instance = Emulator(revocation_delay=30, reactivation_delay=30)
+    monkeypatch.setattr(integrations, "get_emulator", lambda: instance)
+    monkeypatch.setattr(integrations, "get_call_budget", lambda: LocalBudget())
+    return instance
+
+
+def make_user(username: str, *, staff: bool = False):
+    from allauth.account.models import EmailAddress
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(
+        username=username, email=f"{username}@example.com", password="correct horse battery staple"
+    )
+    if staff:
+        user.is_staff = user.is_superuser = True
+        user.save()
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+    return user
+
+
+@pytest.fixture
+def alice(db):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(db):
+    return make_user("bob")
+
+
+@pytest.fixture
+def charlie(db):
+    """Staff, with TOTP set up (staff must have two-factor authentication)."""
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+    user = make_user("charlie", staff=True)
+    TOTP.activate(user, generate_totp_secret())
+    return user

@@ -1,0 +1,158 @@
+"""Django admin: certificates (revoke with a reason, reactivate while pending), tokens, the audit log."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from certificates import services
+from certificates.models import ApiToken, AuditEvent, Certificate
+from certificates.views_helpers import origin_of
+
+
+class ExpiryFilter(admin.SimpleListFilter):
+    title = "expiry"
+    parameter_name = "expiry"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("expired", "Expired"), ("7d", "Within 7 days"), ("30d", "Within 30 days"), ("later", "Later")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> QuerySet[Certificate]:
+        now = timezone.now()
+        value = self.value()
+        if value == "expired":
+            return queryset.filter(expires_on__lte=now)
+        if value in ("7d", "30d"):
+            days = 7 if value == "7d" else 30
+            return queryset.filter(expires_on__gt=now, expires_on__lte=now + timedelta(days=days))
+        if value == "later":
+            return queryset.filter(expires_on__gt=now + timedelta(days=30))
+        return queryset
+
+
+class RevokeForm(forms.Form):
+    reason = forms.CharField(max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+@admin.register(Certificate)
+class CertificateAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "status", "expires_on", "fingerprint_sha256", "common_name", "created_at")
+    list_filter = ("status", ExpiryFilter)
+    search_fields = (
+        "owner__username",
+        "owner__email",
+        "fingerprint_sha256",
+        "serial_number",
+        "common_name",
+        "name",
+        "cloudflare_id",
+    )
+    list_select_related = ("owner",)
+    actions = ("revoke_selected", "reactivate_selected")
+    readonly_fields = (
+        "owner",
+        "zone_id",
+        "status",
+        "cloudflare_id",
+        "csr",
+        "public_key_sha256",
+        "key_type",
+        "common_name",
+        "validity_days",
+        "certificate_pem",
+        "fingerprint_sha256",
+        "serial_number",
+        "issued_on",
+        "expires_on",
+        "last_error",
+        "created_at",
+        "updated_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # certificates are issued from a CSR by their owner, never typed in
+
+    def has_delete_permission(self, request: HttpRequest, obj: Certificate | None = None) -> bool:
+        return False  # revoke instead: the row is the audit trail
+
+    @admin.action(description="Revoke selected certificates…")
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> HttpResponse | None:
+        form = RevokeForm(request.POST if "reason" in request.POST else None)
+        if not form.is_valid():
+            return TemplateResponse(
+                request,
+                "admin/certificates/revoke_confirmation.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "certificates": queryset,
+                    "form": form,
+                    "opts": self.model._meta,
+                },
+            )
+        self._apply(
+            request,
+            queryset,
+            lambda c: services.certificate_revoke(
+                certificate=c, origin=origin_of(request), reason=form.cleaned_data["reason"]
+            ),
+            "revoked (pending at Cloudflare)",
+        )
+        return None
+
+    @admin.action(description="Reactivate selected certificates (only while pending revocation)")
+    def reactivate_selected(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> None:
+        self._apply(
+            request,
+            queryset,
+            lambda c: services.certificate_reactivate(certificate=c, origin=origin_of(request)),
+            "reactivated (pending at Cloudflare)",
+        )
+
+    def _apply(self, request: HttpRequest, queryset: QuerySet[Certificate], action, done: str) -> None:  # type: ignore[no-untyped-def]
+        succeeded, failures = 0, []
+        for certificate in queryset:
+            try:
+                action(certificate)
+                succeeded += 1
+            except services.ServiceError as exc:
+                failures.append(f"{certificate.name}: {exc.message}")
+        if succeeded:
+            self.message_user(
+                request, f"{succeeded} certificate{'s' if succeeded != 1 else ''} {done}.", messages.SUCCESS
+            )
+        for failure in failures:
+            self.message_user(request, failure, messages.ERROR)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "hint", "created_at", "last_used_at", "revoked_at")
+    list_select_related = ("owner",)
+    search_fields = ("name", "owner__username", "owner__email")
+    readonly_fields = ("owner", "name", "hint", "token_sha256", "created_at", "last_used_at", "revoked_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "action", "actor", "certificate", "old_status", "new_status", "remote_addr")
+    list_filter = ("action",)
+    search_fields = ("actor__username", "actor__email", "certificate__fingerprint_sha256", "certificate__name")
+    list_select_related = ("actor", "certificate")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False

@@ -1,0 +1,192 @@
+"""JSON API v1 (django-ninja). OpenAPI document at /api/v1/openapi.json, docs at /api/v1/docs.
+
+Auth: a personal API token (`Authorization: Bearer mtp_...`), or the browser's session (with CSRF).
+Every error is JSON `{"detail": "..."}` with a 4xx status (503 when Cloudflare is unavailable).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from ninja import NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer, django_auth
+from pydantic import Field
+
+from certificates import services
+from certificates.models import Certificate
+from certificates.policy import KEY_TYPES, get_policy
+from certificates.views_helpers import origin_of
+
+
+class BearerToken(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        user = services.api_token_authenticate(token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+api = NinjaAPI(
+    title="mTLS developer portal API",
+    version="1",
+    urls_namespace="api-v1",
+    auth=[BearerToken(), django_auth],
+)
+
+
+class CertificateIn(Schema):
+    csr: str = Field(description="PKCS#10 request in PEM, with the subject from GET /csr-policy")
+    validity_days: int = Field(description="one of the policy's validity choices")
+    name: str = Field(max_length=100, description="what the certificate is for, e.g. the machine using it")
+
+
+class CertificateOut(Schema):
+    id: int
+    name: str
+    status: str
+    certificate: str
+    fingerprint_sha256: str
+    serial_number: str
+    common_name: str
+    key_type: str
+    issued_on: datetime | None
+    expires_on: datetime | None
+    detail_url: str
+
+    @staticmethod
+    def resolve_certificate(obj: Certificate) -> str:
+        return obj.certificate_pem
+
+    @staticmethod
+    def resolve_detail_url(obj: Certificate) -> str:
+        return reverse("certificates:detail", args=[obj.pk])
+
+
+class CertificateList(Schema):
+    items: list[CertificateOut]
+
+
+class RevokeIn(Schema):
+    reason: str = Field(default="", max_length=500)
+
+
+class DownloadEventIn(Schema):
+    format: str
+
+
+class Message(Schema):
+    detail: str
+
+
+def _own_certificate(request: HttpRequest, certificate_id: int) -> Certificate:
+    # Another user's certificate is a 404, not a 403: its existence is not revealed.
+    return get_object_or_404(Certificate, pk=certificate_id, owner=request.auth)
+
+
+@api.get("/certificates", response=CertificateList, summary="List your certificates")
+def list_certificates(request: HttpRequest) -> dict[str, Any]:
+    return {"items": list(Certificate.objects.filter(owner=request.auth))}
+
+
+@api.post(
+    "/certificates",
+    response={201: CertificateOut, 400: Message, 409: Message, 503: Message},
+    summary="Issue a certificate for a CSR",
+)
+def create_certificate(request: HttpRequest, payload: CertificateIn) -> tuple[int, Certificate]:
+    certificate = services.certificate_issue(
+        user=request.auth,
+        csr=payload.csr,
+        validity_days=payload.validity_days,
+        name=payload.name,
+        origin=origin_of(request),
+    )
+    return 201, certificate
+
+
+@api.get("/certificates/{certificate_id}", response={200: CertificateOut, 404: Message}, summary="One certificate")
+def get_certificate(request: HttpRequest, certificate_id: int) -> Certificate:
+    return _own_certificate(request, certificate_id)
+
+
+@api.post(
+    "/certificates/{certificate_id}/revoke",
+    response={202: CertificateOut, 404: Message, 409: Message, 503: Message},
+    summary="Revoke a certificate (Cloudflare finishes asynchronously)",
+)
+def revoke_certificate(
+    request: HttpRequest, certificate_id: int, payload: RevokeIn | None = None
+) -> tuple[int, Certificate]:
+    certificate = _own_certificate(request, certificate_id)
+    reason = payload.reason if payload else ""
+    return 202, services.certificate_revoke(certificate=certificate, origin=origin_of(request), reason=reason)
+
+
+@api.post(
+    "/certificates/{certificate_id}/download-events",
+    response={204: None, 400: Message, 404: Message},
+    summary="Record that a file of this certificate was downloaded (for the audit log)",
+)
+def record_download(request: HttpRequest, certificate_id: int, payload: DownloadEventIn) -> tuple[int, None]:
+    certificate = _own_certificate(request, certificate_id)
+    services.certificate_record_download(certificate=certificate, file_format=payload.format, origin=origin_of(request))
+    return 204, None
+
+
+@api.get("/csr-policy", summary="The subject, keys and validity a CSR must follow")
+def csr_policy(request: HttpRequest) -> dict[str, Any]:
+    policy = get_policy()
+    subject = policy.subject_for(request.auth)
+    return {
+        "subject": {
+            "common_name": subject.common_name,
+            "organization": subject.organization,
+            "organizational_unit": subject.organizational_unit,
+        },
+        "key_types": [{"id": k.id, "label": k.label} for k in KEY_TYPES],
+        "default_key_type": KEY_TYPES[0].id,
+        "validity_days": {
+            "choices": list(policy.validity_choices),
+            "default": policy.default_validity_days,
+            "maximum": policy.max_validity_days,
+        },
+        "max_active_certificates": policy.max_active_per_user,
+        "active_certificates": Certificate.objects.filter(
+            owner=request.auth, status__in=Certificate.HOLDS_A_SLOT
+        ).count(),
+        "zone_capacity": policy.zone_capacity,
+        "openssl_command": policy.openssl_command(request.auth),
+    }
+
+
+@api.exception_handler(services.ServiceError)
+def service_error(request: HttpRequest, exc: services.ServiceError) -> HttpResponse:
+    return api.create_response(request, {"detail": exc.message}, status=exc.status_code)
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    problems = "; ".join(_describe_problem(error) for error in exc.errors)
+    return api.create_response(request, {"detail": f"Invalid request: {problems}", "errors": exc.errors}, status=422)
+
+
+@api.exception_handler(AuthenticationError)
+def authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return api.create_response(
+        request, {"detail": "Authentication required: send Authorization: Bearer <token>."}, status=401
+    )
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
+
+
+def _describe_problem(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "payload"))
+    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))

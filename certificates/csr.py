@@ -1,0 +1,150 @@
+"""Server-side checks of a CSR before anything is sent to Cloudflare.
+
+Each failure raises CSRError with a message that names the problem, so the user can fix it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtensionOID, NameOID
+
+from certificates.policy import MAX_RSA_BITS, MIN_RSA_BITS, CertificatePolicy, KeyType, Subject
+
+PEM_BLOCK = re.compile(
+    r"-----BEGIN (NEW )?CERTIFICATE REQUEST-----\s+[A-Za-z0-9+/=\s]+?-----END (NEW )?CERTIFICATE REQUEST-----"
+)
+PRIVATE_KEY_MARKER = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+SUBJECT_OIDS = {
+    NameOID.COMMON_NAME: "CN",
+    NameOID.ORGANIZATION_NAME: "O",
+    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
+}
+
+
+class CSRError(ValueError):
+    """The CSR cannot be accepted; the message says why."""
+
+
+@dataclass(frozen=True)
+class ValidatedCSR:
+    pem: str
+    key_type: KeyType
+    common_name: str
+    public_key_sha256: str
+
+
+def validate_csr(pem: str, *, policy: CertificatePolicy, subject: Subject) -> ValidatedCSR:
+    text = _single_pem_block(pem, policy.max_csr_bytes)
+    request = _parse(text)
+    if not request.is_signature_valid:
+        raise CSRError("The CSR's signature does not verify: it was not signed by the key it contains.")
+    key_type = _allowed_key_type(request, policy)
+    _check_subject(request.subject, subject)
+    _check_no_ca_rights(request)
+    public_key_der = request.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return ValidatedCSR(
+        pem=text,
+        key_type=key_type,
+        common_name=subject.common_name,
+        public_key_sha256=hashlib.sha256(public_key_der).hexdigest(),
+    )
+
+
+def public_key_sha256_of_certificate(pem: str) -> str:
+    certificate = x509.load_pem_x509_certificate(pem.encode())
+    der = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def _single_pem_block(pem: str, max_bytes: int) -> str:
+    if not isinstance(pem, str) or not pem.strip():
+        raise CSRError("The CSR is empty.")
+    if len(pem.encode()) > max_bytes:
+        raise CSRError(f"The CSR is larger than {max_bytes} bytes; a certificate request is much smaller.")
+    if PRIVATE_KEY_MARKER.search(pem):
+        # Someone pasted their key: refuse without echoing any of it back.
+        raise CSRError("That is a private key, not a CSR. Never share a private key: paste only the CSR.")
+    blocks = PEM_BLOCK.findall(pem)
+    if not blocks:
+        raise CSRError("The CSR must be PEM text starting with -----BEGIN CERTIFICATE REQUEST-----.")
+    if len(blocks) > 1:
+        raise CSRError("Paste exactly one certificate request.")
+    match = PEM_BLOCK.search(pem)
+    assert match is not None
+    # Cloudflare wants "newline-encoded" PEM (FACTS.md §2): normalise line endings and the trailing newline.
+    return match.group(0).replace("\r\n", "\n").strip() + "\n"
+
+
+def _parse(text: str) -> x509.CertificateSigningRequest:
+    try:
+        return x509.load_pem_x509_csr(text.encode())
+    except ValueError:
+        raise CSRError("The CSR could not be parsed: the PEM text is damaged or not a PKCS#10 request.") from None
+
+
+def _allowed_key_type(request: x509.CertificateSigningRequest, policy: CertificatePolicy) -> KeyType:
+    try:
+        key = request.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        raise CSRError("The CSR's public key type is not supported.") from None
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        key_type = policy.key_type("ec", key.curve.key_size) if key.curve.name in ("secp256r1", "secp384r1") else None
+        if key_type is None:
+            raise CSRError(f"The elliptic curve {key.curve.name} is not allowed; use P-256 or P-384.")
+        return key_type
+    if isinstance(key, rsa.RSAPublicKey):
+        if not MIN_RSA_BITS <= key.key_size <= MAX_RSA_BITS:
+            raise CSRError(f"An RSA key of {key.key_size} bits is not allowed; use 2048, 3072 or 4096 bits.")
+        key_type = policy.key_type("rsa", key.key_size)
+        if key_type is None:
+            raise CSRError(f"An RSA key of {key.key_size} bits is not allowed; use 2048, 3072 or 4096 bits.")
+        return key_type
+    raise CSRError(f"{type(key).__name__.replace('PublicKey', '')} keys are not allowed; use ECDSA P-256 or RSA.")
+
+
+def _check_subject(actual: x509.Name, expected: Subject) -> None:
+    wanted = {"CN": expected.common_name, "O": expected.organization, "OU": expected.organizational_unit}
+    wanted = {key: value for key, value in wanted.items() if value}
+    found: dict[str, str] = {}
+    for rdn in actual.rdns:
+        for attribute in rdn:
+            label = SUBJECT_OIDS.get(attribute.oid)
+            if label is None:
+                name = attribute.oid._name or attribute.oid.dotted_string
+                raise CSRError(f"The subject must contain only {_describe(wanted)}; remove {name}.")
+            if label in found:
+                raise CSRError(f"The subject has {label} twice; it must contain only {_describe(wanted)}.")
+            found[label] = str(attribute.value)
+    if found != wanted:
+        raise CSRError(
+            f"The subject must be exactly {_describe(wanted)}, but the CSR has {_describe(found) or 'none'}."
+        )
+
+
+def _describe(fields: dict[str, str]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in fields.items())
+
+
+def _check_no_ca_rights(request: x509.CertificateSigningRequest) -> None:
+    try:
+        extensions = request.extensions
+    except ValueError:
+        raise CSRError("The CSR's requested extensions could not be read.") from None
+    for extension in extensions:
+        if extension.oid == ExtensionOID.BASIC_CONSTRAINTS and extension.value.ca:
+            raise CSRError(
+                "The CSR asks for CA rights (basicConstraints CA:TRUE); client certificates cannot have them."
+            )
+        if extension.oid == ExtensionOID.KEY_USAGE and (extension.value.key_cert_sign or extension.value.crl_sign):
+            raise CSRError("The CSR asks for certificate or CRL signing key usage; client certificates cannot have it.")

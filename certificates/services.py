@@ -1,0 +1,398 @@
+"""Workflows that touch several records or Cloudflare: issuance, reconciliation, revocation, tokens.
+
+Functions are named `<entity>_<action>` and take keyword arguments. Each Cloudflare call happens outside
+a database transaction; the outcome is recorded with a compare-and-set update so that concurrent
+workers and admins cannot overwrite each other (HOUSE_STYLE.md §5, §14).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from certificates.csr import CSRError, ValidatedCSR, public_key_sha256_of_certificate, validate_csr
+from certificates.models import ApiToken, AuditEvent, Certificate
+from certificates.policy import CertificatePolicy, get_policy
+from cloudflare import errors as cf_errors
+from cloudflare.models import ClientCertificate
+from portal.integrations import get_cloudflare_client, get_zone_id
+
+logger = logging.getLogger(__name__)
+
+MAX_NAME_LENGTH = 100
+DOWNLOAD_FORMATS = frozenset({"key", "certificate", "pkcs12", "zip", "certificate_pem"})
+
+
+class ServiceError(Exception):
+    """A request the portal refuses or cannot complete; `message` is safe to show to the user."""
+
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class PolicyError(ServiceError):
+    status_code = 400
+
+
+class QuotaError(ServiceError):
+    status_code = 409
+
+
+class InvalidTransitionError(ServiceError):
+    status_code = 409
+
+
+class CloudflareUnavailableError(ServiceError):
+    status_code = 503
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asked, and from where: recorded on every audit event."""
+
+    actor: AbstractBaseUser | None
+    remote_addr: str | None = None
+
+
+# -- issuance ------------------------------------------------------------------------------------------------
+
+
+def certificate_issue(
+    *, user: AbstractBaseUser, csr: str, validity_days: int, name: str, origin: Origin
+) -> Certificate:
+    """Validate, check quotas, record the intent, ask Cloudflare, record the result."""
+    policy = get_policy()
+    validated = _validate_request(user=user, csr=csr, validity_days=validity_days, name=name, policy=policy)
+    certificate = _reserve_slot(user=user, validated=validated, validity_days=validity_days, name=name, policy=policy)
+    client = get_cloudflare_client(wait_for_budget=False)
+    try:
+        issued = client.create_client_certificate(certificate.zone_id, csr=validated.pem, validity_days=validity_days)
+    except cf_errors.AmbiguousRequestError as exc:
+        return _resolve_ambiguous_create(certificate, error=exc, origin=origin)
+    except cf_errors.QuotaExceededError as exc:
+        _record_failure(certificate, exc, origin)
+        raise QuotaError("The zone has no room for more certificates. Ask an administrator to free some.") from exc
+    except (cf_errors.RateLimitedError, cf_errors.BudgetExhaustedError, cf_errors.TransportError) as exc:
+        # Refused before Cloudflare did anything (429, budget, no connection): nothing was made.
+        _record_failure(certificate, exc, origin)
+        raise CloudflareUnavailableError(
+            "Cloudflare is busy right now; nothing was issued. Try again in a minute."
+        ) from exc
+    except cf_errors.APIError as exc:
+        _record_failure(certificate, exc, origin)
+        raise ServiceError(f"Cloudflare refused the certificate request: {_first_message(exc)}") from exc
+    return _record_issued(certificate, issued, origin, action=AuditEvent.Action.ISSUED)
+
+
+def _validate_request(
+    *, user: AbstractBaseUser, csr: str, validity_days: int, name: str, policy: CertificatePolicy
+) -> ValidatedCSR:
+    name = (name or "").strip()
+    if not name:
+        raise PolicyError("Give the certificate a name, for example the machine or service that will use it.")
+    if len(name) > MAX_NAME_LENGTH:
+        raise PolicyError(f"The name is longer than {MAX_NAME_LENGTH} characters.")
+    if isinstance(validity_days, bool) or not isinstance(validity_days, int):
+        raise PolicyError("validity_days must be a whole number of days.")
+    if not policy.is_allowed_validity(validity_days):
+        choices = ", ".join(str(d) for d in policy.validity_choices)
+        raise PolicyError(f"A certificate can be valid for {choices} days, not {validity_days}.")
+    try:
+        return validate_csr(csr, policy=policy, subject=policy.subject_for(user))
+    except CSRError as exc:
+        raise PolicyError(str(exc)) from exc
+
+
+def _reserve_slot(
+    *, user: AbstractBaseUser, validated: ValidatedCSR, validity_days: int, name: str, policy: CertificatePolicy
+) -> Certificate:
+    zone_id = get_zone_id()
+    with transaction.atomic():
+        # One issuance per user at a time, so two tabs cannot both pass the quota check.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        held = Certificate.objects.filter(owner=user, status__in=Certificate.HOLDS_A_SLOT).count()
+        if held >= policy.max_active_per_user:
+            raise QuotaError(
+                f"You already have {held} active certificates, the most allowed. Revoke one you no longer use."
+            )
+        in_zone = Certificate.objects.filter(zone_id=zone_id, status__in=Certificate.HOLDS_A_SLOT).count()
+        if in_zone >= policy.zone_capacity:
+            raise QuotaError("The zone has no room for more certificates. Ask an administrator to free some.")
+        if (
+            Certificate.objects.filter(zone_id=zone_id, public_key_sha256=validated.public_key_sha256)
+            .exclude(status=Certificate.Status.FAILED)
+            .exists()
+        ):
+            raise PolicyError("A certificate for this key exists already. Make a new key for each certificate.")
+        return Certificate.objects.create(
+            owner=user,
+            name=name.strip(),
+            zone_id=zone_id,
+            status=Certificate.Status.ISSUING,
+            csr=validated.pem,
+            public_key_sha256=validated.public_key_sha256,
+            key_type=validated.key_type.id,
+            common_name=validated.common_name,
+            validity_days=validity_days,
+        )
+
+
+def _resolve_ambiguous_create(
+    certificate: Certificate, *, error: cf_errors.CloudflareError, origin: Origin
+) -> Certificate:
+    """The create may have happened: look for it before anyone tries again (DESIGN.md, Budgets)."""
+    Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.ISSUING).update(
+        status=Certificate.Status.UNCONFIRMED, last_error=str(error)[:2000], updated_at=timezone.now()
+    )
+    _audit(AuditEvent.Action.ISSUE_UNCONFIRMED, origin, certificate=certificate, old="issuing", new="unconfirmed")
+    try:
+        adopted = certificate_reconcile_unconfirmed(certificate=certificate, origin=origin)
+    except cf_errors.CloudflareError:
+        adopted = None
+    if adopted is not None and adopted.status != Certificate.Status.UNCONFIRMED:
+        return adopted
+    raise CloudflareUnavailableError(
+        "Cloudflare did not confirm the certificate. The portal will check and it will appear on your "
+        "dashboard if it was issued; keep this tab open, your key exists only here."
+    )
+
+
+def certificate_reconcile_unconfirmed(*, certificate: Certificate, origin: Origin) -> Certificate | None:
+    """List the zone's certificates and adopt the one made from this CSR, if Cloudflare has it.
+
+    Returns the updated row, or None when Cloudflare has no such certificate (the create never happened,
+    so the row is marked failed and the user may try again).
+    """
+    client = get_cloudflare_client()
+    match = next(
+        (
+            issued
+            for issued in client.iter_client_certificates(certificate.zone_id)
+            if _same_request(issued, certificate)
+        ),
+        None,
+    )
+    if match is None:
+        updated = Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.UNCONFIRMED).update(
+            status=Certificate.Status.FAILED,
+            last_error="Cloudflare has no certificate for this request; nothing was issued.",
+            updated_at=timezone.now(),
+        )
+        if updated:
+            _audit(AuditEvent.Action.ISSUE_FAILED, origin, certificate=certificate, old="unconfirmed", new="failed")
+        return None
+    return _record_issued(
+        certificate, match, origin, action=AuditEvent.Action.ADOPTED, expected=Certificate.Status.UNCONFIRMED
+    )
+
+
+def _same_request(issued: ClientCertificate, certificate: Certificate) -> bool:
+    if issued.csr and issued.csr.strip() == certificate.csr.strip():
+        return True
+    try:
+        return (
+            bool(issued.certificate)
+            and public_key_sha256_of_certificate(issued.certificate) == certificate.public_key_sha256
+        )
+    except ValueError:
+        return False
+
+
+def _record_issued(
+    certificate: Certificate,
+    issued: ClientCertificate,
+    origin: Origin,
+    *,
+    action: str,
+    expected: str = Certificate.Status.ISSUING,
+) -> Certificate:
+    now = timezone.now()
+    updated = Certificate.objects.filter(pk=certificate.pk, status=expected).update(
+        status=issued.status.value,
+        cloudflare_id=issued.id,
+        certificate_pem=issued.certificate,
+        fingerprint_sha256=issued.fingerprint_sha256,
+        serial_number=issued.serial_number,
+        issued_on=issued.issued_on,
+        expires_on=issued.expires_on,
+        last_error="",
+        updated_at=now,
+    )
+    certificate.refresh_from_db()
+    if updated:
+        _audit(
+            action,
+            origin,
+            certificate=certificate,
+            old=expected,
+            new=certificate.status,
+            detail={"cloudflare_id": issued.id, "fingerprint_sha256": issued.fingerprint_sha256},
+        )
+    return certificate
+
+
+def _record_failure(certificate: Certificate, error: Exception, origin: Origin) -> None:
+    Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.ISSUING).update(
+        status=Certificate.Status.FAILED, last_error=str(error)[:2000], updated_at=timezone.now()
+    )
+    _audit(
+        AuditEvent.Action.ISSUE_FAILED,
+        origin,
+        certificate=certificate,
+        old="issuing",
+        new="failed",
+        detail={"error": str(error)[:500]},
+    )
+
+
+def _first_message(error: cf_errors.APIError) -> str:
+    return error.errors[0].message if error.errors else f"HTTP {error.status}"
+
+
+# -- revocation and reactivation -------------------------------------------------------------------------------
+
+
+def certificate_revoke(*, certificate: Certificate, origin: Origin, reason: str = "") -> Certificate:
+    """Ask Cloudflare to revoke; the certificate is `pending_revocation` until Cloudflare finishes."""
+    if not certificate.is_revocable:
+        raise InvalidTransitionError(
+            f"A certificate that is {certificate.get_status_display().lower()} cannot be revoked."
+        )
+    old = certificate.status
+    result = _call_cloudflare(
+        lambda client: client.revoke_client_certificate(certificate.zone_id, certificate.cloudflare_id)
+    )
+    return _record_transition(
+        certificate,
+        expected=old,
+        new=result.status.value,
+        origin=origin,
+        action=AuditEvent.Action.REVOCATION_REQUESTED,
+        detail={"reason": reason[:500]} if reason else {},
+    )
+
+
+def certificate_reactivate(*, certificate: Certificate, origin: Origin) -> Certificate:
+    """Undo a revocation while Cloudflare still has it pending (FACTS.md §2)."""
+    if not certificate.is_reactivatable:
+        raise InvalidTransitionError("Only a certificate pending revocation can be reactivated.")
+    result = _call_cloudflare(
+        lambda client: client.reactivate_client_certificate(certificate.zone_id, certificate.cloudflare_id)
+    )
+    return _record_transition(
+        certificate,
+        expected=Certificate.Status.PENDING_REVOCATION,
+        new=result.status.value,
+        origin=origin,
+        action=AuditEvent.Action.REACTIVATION_REQUESTED,
+    )
+
+
+def _call_cloudflare(call):  # type: ignore[no-untyped-def]
+    client = get_cloudflare_client(wait_for_budget=False)
+    try:
+        return call(client)
+    except cf_errors.NotFoundError as exc:
+        raise ServiceError("Cloudflare does not know this certificate any more.") from exc
+    except cf_errors.APIError as exc:
+        if exc.retryable:
+            raise CloudflareUnavailableError(
+                "Cloudflare is not answering right now; nothing changed. Try again soon."
+            ) from exc
+        raise InvalidTransitionError(f"Cloudflare refused: {_first_message(exc)}") from exc
+    except cf_errors.CloudflareError as exc:
+        raise CloudflareUnavailableError(
+            "Cloudflare is not answering right now; nothing changed. Try again soon."
+        ) from exc
+
+
+def _record_transition(
+    certificate: Certificate, *, expected: str, new: str, origin: Origin, action: str, detail: dict | None = None
+) -> Certificate:
+    updated = Certificate.objects.filter(pk=certificate.pk, status=expected).update(
+        status=new, updated_at=timezone.now()
+    )
+    certificate.refresh_from_db()
+    if updated:
+        _audit(action, origin, certificate=certificate, old=expected, new=new, detail=detail or {})
+    return certificate
+
+
+def certificate_record_download(*, certificate: Certificate, file_format: str, origin: Origin) -> None:
+    if file_format not in DOWNLOAD_FORMATS:
+        raise PolicyError(f"Unknown download format {file_format!r}.")
+    _audit(AuditEvent.Action.DOWNLOADED, origin, certificate=certificate, detail={"format": file_format})
+
+
+# -- API tokens ----------------------------------------------------------------------------------------------
+
+
+def api_token_create(*, user: AbstractBaseUser, name: str, origin: Origin) -> tuple[ApiToken, str]:
+    """Make a token; the clear text is returned once and never stored."""
+    name = (name or "").strip()
+    if not name:
+        raise PolicyError("Give the token a name, for example the script that will use it.")
+    if len(name) > MAX_NAME_LENGTH:
+        raise PolicyError(f"The name is longer than {MAX_NAME_LENGTH} characters.")
+    secret = ApiToken.generate()
+    token = ApiToken.objects.create(
+        owner=user, name=name, token_sha256=ApiToken.digest(secret), hint=secret[: len(ApiToken.PREFIX) + 4]
+    )
+    _audit(AuditEvent.Action.TOKEN_CREATED, origin, token=token, detail={"name": name})
+    return token, secret
+
+
+def api_token_revoke(*, token: ApiToken, origin: Origin) -> None:
+    if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        _audit(AuditEvent.Action.TOKEN_REVOKED, origin, token=token, detail={"name": token.name})
+
+
+def api_token_authenticate(secret: str) -> AbstractBaseUser | None:
+    if not secret.startswith(ApiToken.PREFIX):
+        return None
+    token = (
+        ApiToken.objects.select_related("owner")
+        .filter(token_sha256=ApiToken.digest(secret), revoked_at__isnull=True)
+        .first()
+    )
+    if token is None or not token.owner.is_active:
+        return None
+    now = timezone.now()
+    # At most one write a minute per token: last_used_at is informative, not a log.
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.owner
+
+
+# -- audit ---------------------------------------------------------------------------------------------------
+
+
+def _audit(
+    action: str,
+    origin: Origin,
+    *,
+    certificate: Certificate | None = None,
+    token: ApiToken | None = None,
+    old: str = "",
+    new: str = "",
+    detail: dict | None = None,
+) -> AuditEvent:
+    actor = origin.actor if origin.actor is not None and origin.actor.is_authenticated else None
+    return AuditEvent.objects.create(
+        action=action,
+        actor=actor,
+        certificate=certificate,
+        token=token,
+        remote_addr=origin.remote_addr or None,
+        old_status=old,
+        new_status=new,
+        detail=detail or {},
+    )

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from certificates import views
+
+app_name = "certificates"
+
+urlpatterns = [
+    path("certificates/", views.dashboard, name="dashboard"),
+    path("certificates/new/", views.certificate_new, name="new"),
+    path("certificates/<int:pk>/", views.certificate_detail, name="detail"),
+    path("certificates/<int:pk>/certificate.pem", views.certificate_pem, name="pem"),
+    path("certificates/<int:pk>/revoke/", views.certificate_revoke, name="revoke"),
+    path("tokens/", views.token_list, name="tokens"),
+    path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+]

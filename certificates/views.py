@@ -1,0 +1,111 @@
+"""Pages: dashboard, new certificate, certificate detail, revoke (with confirmation), API tokens."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.text import slugify
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from certificates import services
+from certificates.models import ApiToken, Certificate
+from certificates.views_helpers import origin_of
+
+
+def _own_certificate(request: HttpRequest, pk: int) -> Certificate:
+    return get_object_or_404(Certificate, pk=pk, owner=request.user)
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    certificates = Certificate.objects.filter(owner=request.user)
+    return render(request, "certificates/dashboard.html", {"certificates": certificates})
+
+
+@login_required
+@require_GET
+def certificate_new(request: HttpRequest) -> HttpResponse:
+    taken = Certificate.objects.filter(owner=request.user).count()
+    return render(
+        request,
+        "certificates/certificate_new.html",
+        {
+            "policy_url": reverse("api-v1:csr_policy"),
+            "issue_url": reverse("api-v1:create_certificate"),
+            "download_event_url_template": reverse("api-v1:record_download", args=[0]).replace("/0/", "/{id}/"),
+            "api_hostnames": settings.PORTAL_API_HOSTNAMES,
+            "dashboard_url": reverse("certificates:dashboard"),
+            "name_suggestion": f"certificate-{taken + 1}",
+        },
+    )
+
+
+@login_required
+@require_GET
+def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    certificate = _own_certificate(request, pk)
+    events = certificate.events.select_related("actor")
+    return render(request, "certificates/certificate_detail.html", {"certificate": certificate, "events": events})
+
+
+@login_required
+@require_GET
+def certificate_pem(request: HttpRequest, pk: int) -> HttpResponse:
+    certificate = _own_certificate(request, pk)
+    if not certificate.certificate_pem:
+        messages.error(request, "This certificate has not been issued, so there is nothing to download.")
+        return redirect("certificates:detail", pk=pk)
+    services.certificate_record_download(
+        certificate=certificate, file_format="certificate_pem", origin=origin_of(request)
+    )
+    response = HttpResponse(certificate.certificate_pem, content_type="application/x-pem-file")
+    filename = f"{slugify(certificate.name) or 'certificate'}.crt"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    certificate = _own_certificate(request, pk)
+    if request.method == "GET":
+        return render(request, "certificates/certificate_revoke.html", {"certificate": certificate})
+    try:
+        services.certificate_revoke(certificate=certificate, origin=origin_of(request), reason="revoked by owner")
+    except services.ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Revocation requested. Cloudflare finishes it within a few minutes.")
+    return redirect("certificates:detail", pk=pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def token_list(request: HttpRequest) -> HttpResponse:
+    new_secret = None
+    if request.method == "POST":
+        try:
+            _token, new_secret = services.api_token_create(
+                user=request.user, name=request.POST.get("name", ""), origin=origin_of(request)
+            )
+        except services.ServiceError as exc:
+            messages.error(request, exc.message)
+    tokens = ApiToken.objects.filter(owner=request.user)
+    response = render(request, "certificates/token_list.html", {"tokens": tokens, "new_secret": new_secret})
+    if new_secret:
+        response["Cache-Control"] = "no-store"  # the token is shown once; keep it out of caches
+    return response
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(ApiToken, pk=pk, owner=request.user)
+    services.api_token_revoke(token=token, origin=origin_of(request))
+    messages.success(request, f"Token “{token.name}” revoked.")
+    return redirect("certificates:tokens")
