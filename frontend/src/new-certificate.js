@@ -343,22 +343,25 @@ function init() {
         csrfToken: csrf,
       });
       if (!result.ok) throw new UserError(`The certificate was not issued: ${failureMessage(result)}`);
-      const certDer = issuedCertificateDer(result.data);
-      if (!(await certificateMatchesKey(certDer, keyPair.publicKey))) {
+      const data = result.data || {};
+      // An accepted request without a certificate yet (e.g. issuance still unconfirmed): keep the key
+      // so that the user can save it; the certificate can be fetched from its detail page later.
+      const certDer = data.certificate ? issuedCertificateDer(data) : null;
+      if (certDer && !(await certificateMatchesKey(certDer, keyPair.publicKey))) {
         throw new UserError(
           "The certificate the portal returned does not belong to the key made in this browser. Do not use it; please contact the portal's administrators.",
         );
       }
       state.keyPair = keyPair;
       state.pkcs8 = await exportPrivateKeyPkcs8(keyPair.privateKey);
-      state.issued = result.data;
+      state.issued = data;
       state.certificateDer = certDer;
-      state.certificatePem = pemEncode(certDer, "CERTIFICATE");
+      state.certificatePem = certDer ? pemEncode(certDer, "CERTIFICATE") : null;
       setStep("issue", "done");
       showGenerated();
     } catch (e) {
       setStep(current, "error");
-      console.error(e);
+      if (!(e instanceof UserError)) console.error(e);
       showError(e instanceof UserError ? e.message : `Something went wrong while ${
         { key: "generating the key", csr: "building the certificate request", issue: "requesting the certificate" }[current]
       }: ${e && e.message ? e.message : e}`);
@@ -389,6 +392,15 @@ function init() {
     $("download-zip").textContent = `Everything as a zip (${names.zip})`;
     if (issued.detail_url) $("detail-link").href = issued.detail_url;
     else $("detail-link").hidden = true;
+    if (!state.certificateDer) {
+      const pending = $("result-pending");
+      pending.textContent = `The portal accepted the request, but the certificate is not ready yet (status: ${
+        issued.status || "unknown"
+      }). Download the private key now: you will get the certificate from its detail page once it is issued.`;
+      pending.hidden = false;
+      $("result-heading").textContent = "Certificate requested";
+      for (const id of ["download-certificate", "download-pkcs12", "download-zip", "fingerprint-copy"]) $(id).disabled = true;
+    }
     $("result").hidden = false;
     $("key-warning").hidden = false;
     $("result-heading").focus();
@@ -473,7 +485,7 @@ function init() {
   }
 
   $("download-pkcs12").addEventListener("click", async (ev) => {
-    if (!state.pkcs8) return;
+    if (!state.pkcs8 || !state.certificateDer) return;
     const button = ev.currentTarget;
     const p12 = await makePkcs12(button);
     if (!p12) return;
@@ -483,7 +495,7 @@ function init() {
   });
 
   $("download-zip").addEventListener("click", async (ev) => {
-    if (!state.pkcs8) return;
+    if (!state.pkcs8 || !state.certificateDer) return;
     const button = ev.currentTarget;
     const p12 = await makePkcs12(button);
     if (!p12) return;
@@ -581,20 +593,24 @@ function init() {
         csrfToken: csrf,
       });
       if (!result.ok) throw new UserError(`The certificate was not issued: ${failureMessage(result)}`);
-      const der = issuedCertificateDer(result.data);
-      pasteState.issued = result.data;
-      pasteState.certificatePem = pemEncode(der, "CERTIFICATE");
-      $("paste-progress").textContent = "Certificate issued.";
-      $("paste-fingerprint").textContent = result.data.fingerprint_sha256 || "";
-      $("paste-download-certificate").textContent = `Certificate (${fileNames(result.data.name || name).certificate})`;
-      if (result.data.detail_url) $("paste-detail-link").href = result.data.detail_url;
+      const data = result.data || {};
+      const der = data.certificate ? issuedCertificateDer(data) : null;
+      pasteState.issued = data;
+      pasteState.certificatePem = der ? pemEncode(der, "CERTIFICATE") : null;
+      $("paste-progress").textContent = der
+        ? "Certificate issued."
+        : `The request was accepted, but the certificate is not ready yet (status: ${data.status || "unknown"}). Get it from its detail page once it is issued.`;
+      $("paste-download-certificate").disabled = !der;
+      $("paste-fingerprint").textContent = data.fingerprint_sha256 || "";
+      $("paste-download-certificate").textContent = `Certificate (${fileNames(data.name || name).certificate})`;
+      if (data.detail_url) $("paste-detail-link").href = data.detail_url;
       else $("paste-detail-link").hidden = true;
       $("paste-result").hidden = false;
       $("paste-form").hidden = true;
       $("paste-result-heading").focus();
     } catch (e) {
       $("paste-progress").textContent = "";
-      console.error(e);
+      if (!(e instanceof UserError)) console.error(e);
       showError(e instanceof UserError ? e.message : `Something went wrong: ${e && e.message ? e.message : e}`);
       setBusy(pasteSubmit, false);
     } finally {
