@@ -12,7 +12,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from ninja import NinjaAPI, Schema
+from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, django_auth
 from pydantic import Field
@@ -98,7 +98,7 @@ def list_certificates(request: HttpRequest) -> dict[str, Any]:
     response={201: CertificateOut, 400: Message, 409: Message, 503: Message},
     summary="Issue a certificate for a CSR",
 )
-def create_certificate(request: HttpRequest, payload: CertificateIn) -> tuple[int, Certificate]:
+def create_certificate(request: HttpRequest, payload: CertificateIn) -> Status[Certificate]:
     certificate = services.certificate_issue(
         user=request.auth,
         csr=payload.csr,
@@ -106,7 +106,7 @@ def create_certificate(request: HttpRequest, payload: CertificateIn) -> tuple[in
         name=payload.name,
         origin=origin_of(request),
     )
-    return 201, certificate
+    return Status(201, certificate)
 
 
 @api.get("/certificates/{certificate_id}", response={200: CertificateOut, 404: Message}, summary="One certificate")
@@ -124,7 +124,7 @@ def revoke_certificate(
 ) -> tuple[int, Certificate]:
     certificate = _own_certificate(request, certificate_id)
     reason = payload.reason if payload else ""
-    return 202, services.certificate_revoke(certificate=certificate, origin=origin_of(request), reason=reason)
+    return Status(202, services.certificate_revoke(certificate=certificate, origin=origin_of(request), reason=reason))
 
 
 @api.post(
@@ -132,10 +132,10 @@ def revoke_certificate(
     response={204: None, 400: Message, 404: Message},
     summary="Record that a file of this certificate was downloaded (for the audit log)",
 )
-def record_download(request: HttpRequest, certificate_id: int, payload: DownloadEventIn) -> tuple[int, None]:
+def record_download(request: HttpRequest, certificate_id: int, payload: DownloadEventIn) -> Status[None]:
     certificate = _own_certificate(request, certificate_id)
     services.certificate_record_download(certificate=certificate, file_format=payload.format, origin=origin_of(request))
-    return 204, None
+    return Status(204, None)
 
 
 @api.get("/csr-policy", summary="The subject, keys and validity a CSR must follow")

@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from cloudflare.budget import CallBudget, LocalBudget, RedisBudget
 from cloudflare.client import CloudflareClient
 from cloudflare.emulator import Emulator
+from cloudflare.retry import RetryPolicy
 from cloudflare.wsgi_transport import mount_wsgi_app
 
 EMULATOR_BASE_URL = "http://cloudflare-emulator.invalid/client/v4"
@@ -61,6 +62,9 @@ def get_cloudflare_client(*, wait_for_budget: bool = True) -> CloudflareClient:
         base_url=base_url,
         session=session,
         timeout=(5.0, settings.CLOUDFLARE_TIMEOUT),
+        retry=RetryPolicy(
+            max_attempts=settings.CLOUDFLARE_RETRY_ATTEMPTS, base_delay=settings.CLOUDFLARE_RETRY_BASE_DELAY
+        ),
         budget=get_call_budget(),
         wait_for_budget=wait_for_budget,
     )

@@ -80,6 +80,7 @@ def emulator(settings, monkeypatch):
 
     settings.CLOUDFLARE_EMULATED = True
     settings.CLOUDFLARE_ZONE_ID = "0" * 32
+    settings.CLOUDFLARE_RETRY_BASE_DELAY = 0.001
     instance = Emulator(revocation_delay=30, reactivation_delay=30)
     monkeypatch.setattr(integrations, "get_emulator", lambda: instance)
     monkeypatch.setattr(integrations, "get_call_budget", lambda: LocalBudget())
@@ -118,3 +119,9 @@ def charlie(db):
     user = make_user("charlie", staff=True)
     TOTP.activate(user, generate_totp_secret())
     return user
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # The real hasher is slow by design; the tests make many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,229 @@
+"""API v1: bearer tokens, the browser session with CSRF, ownership, and 4xx JSON for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+
+from certificates import services
+from certificates.models import AuditEvent, Certificate
+from tests.support.pki import policy_csr
+
+
+def token_for(user) -> str:
+    return services.api_token_create(user=user, name="test", origin=services.Origin(actor=user))[1]
+
+
+@pytest.fixture
+def api(db):
+    """A client speaking to the API as a given user with a bearer token."""
+
+    class Api:
+        def __init__(self) -> None:
+            self.client = Client()
+            self.headers: dict[str, str] = {}
+
+        def as_user(self, user) -> Api:
+            self.headers = {"Authorization": f"Bearer {token_for(user)}"}
+            return self
+
+        def get(self, path):
+            return self.client.get(f"/api/v1{path}", headers=self.headers)
+
+        def post(self, path, body=None, raw=None):
+            data = raw if raw is not None else json.dumps(body or {})
+            return self.client.post(f"/api/v1{path}", data=data, content_type="application/json", headers=self.headers)
+
+    return Api()
+
+
+def issue_via_api(api, user, **overrides):
+    body = {"csr": policy_csr(user), "validity_days": 365, "name": "ci runner", **overrides}
+    return api.as_user(user).post("/certificates", body)
+
+
+def test_it_issues_a_certificate_with_201_and_the_documented_fields(emulator, api, alice):
+    response = issue_via_api(api, alice)
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert set(body) >= {
+        "id",
+        "name",
+        "status",
+        "certificate",
+        "fingerprint_sha256",
+        "serial_number",
+        "issued_on",
+        "expires_on",
+    }
+    assert body["status"] == "active"
+    assert body["certificate"].startswith("-----BEGIN CERTIFICATE-----")
+    assert body["fingerprint_sha256"] == body["fingerprint_sha256"].lower()
+
+
+def test_it_lists_only_your_certificates(emulator, api, alice, bob):
+    issue_via_api(api, alice)
+    issue_via_api(api, bob)
+
+    items = api.as_user(alice).get("/certificates").json()["items"]
+
+    assert [item["name"] for item in items] == ["ci runner"]
+    assert all(Certificate.objects.get(pk=item["id"]).owner == alice for item in items)
+
+
+def test_another_users_certificate_is_a_404_everywhere(emulator, api, alice, bob):
+    certificate_id = issue_via_api(api, alice).json()["id"]
+    api.as_user(bob)
+
+    assert api.get(f"/certificates/{certificate_id}").status_code == 404
+    assert api.post(f"/certificates/{certificate_id}/revoke").status_code == 404
+    assert api.post(f"/certificates/{certificate_id}/download-events", {"format": "zip"}).status_code == 404
+    assert Certificate.objects.get(pk=certificate_id).status == Certificate.Status.ACTIVE
+
+
+def test_revoke_answers_202_pending_revocation(emulator, api, alice):
+    certificate_id = issue_via_api(api, alice).json()["id"]
+
+    response = api.post(f"/certificates/{certificate_id}/revoke", {"reason": "rotated"})
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "pending_revocation"
+    assert api.post(f"/certificates/{certificate_id}/revoke").status_code == 409
+
+
+def test_the_policy_names_the_subject_for_the_caller(db, api, alice):
+    policy = api.as_user(alice).get("/csr-policy").json()
+
+    assert policy["subject"]["common_name"] == f"portal-user-{alice.pk}"
+    assert policy["validity_days"]["default"] in policy["validity_days"]["choices"]
+    assert f"CN=portal-user-{alice.pk}" in policy["openssl_command"]
+    assert policy["zone_capacity"] == 100
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer mtp_wrong"}, {"Authorization": "Basic YWxpY2U6cGFzcw=="}],
+    ids=["none", "unknown-token", "basic"],
+)
+def test_it_answers_401_json_without_a_valid_token(db, headers):
+    response = Client().get("/api/v1/certificates", headers=headers)
+
+    assert response.status_code == 401
+    assert "Bearer" in response.json()["detail"]
+
+
+def test_a_revoked_token_stops_working(db, alice):
+    token, secret = services.api_token_create(user=alice, name="t", origin=services.Origin(actor=alice))
+    services.api_token_revoke(token=token, origin=services.Origin(actor=alice))
+
+    assert Client().get("/api/v1/certificates", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+
+
+def test_a_token_of_a_deactivated_user_stops_working(db, alice):
+    secret = token_for(alice)
+    alice.is_active = False
+    alice.save()
+
+    assert Client().get("/api/v1/certificates", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+
+
+def test_the_browser_session_needs_a_csrf_token_to_post(emulator, alice):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    body = json.dumps({"csr": policy_csr(alice), "validity_days": 365, "name": "x"})
+
+    refused = browser.post("/api/v1/certificates", data=body, content_type="application/json")
+    browser.get("/certificates/new/")  # sets the CSRF cookie, as the page does
+    accepted = browser.post(
+        "/api/v1/certificates",
+        data=body,
+        content_type="application/json",
+        headers={"X-CSRFToken": browser.cookies["csrftoken"].value},
+    )
+
+    assert refused.status_code == 403
+    assert accepted.status_code == 201
+
+
+BAD_BODIES = {
+    "not JSON": (None, "{not json", 400),
+    "empty object": ({}, None, 422),
+    "csr not a string": ({"csr": 5, "validity_days": 365, "name": "x"}, None, 422),
+    "validity not a number": ({"csr": "x", "validity_days": "soon", "name": "x"}, None, 422),
+    "validity not offered": ("CSR", {"validity_days": 400}, 400),
+    "name too long": ("CSR", {"name": "n" * 101}, 422),
+    "empty name": ("CSR", {"name": "   "}, 400),
+    "CSR for someone else": ("OTHER", {}, 400),
+    "CSR is garbage": ({"csr": "hello", "validity_days": 365, "name": "x"}, None, 400),
+    "a private key instead of a CSR": (
+        {
+            "csr": "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n-----END PRIVATE KEY-----\n",
+            "validity_days": 365,
+            "name": "x",
+        },
+        None,
+        400,
+    ),
+}
+
+
+@pytest.mark.parametrize(("body", "extra", "status"), BAD_BODIES.values(), ids=BAD_BODIES.keys())
+def test_bad_input_gets_a_4xx_message_and_no_cloudflare_call(emulator, api, alice, bob, body, extra, status):
+    api.as_user(alice)
+    if body == "CSR":
+        body = {"csr": policy_csr(alice), "validity_days": 365, "name": "x", **extra}
+    elif body == "OTHER":
+        body = {"csr": policy_csr(bob), "validity_days": 365, "name": "x"}
+    response = api.post("/certificates", raw=extra) if body is None else api.post("/certificates", body)
+
+    assert response.status_code == status, response.content
+    assert isinstance(response.json()["detail"], str)
+    assert response.json()["detail"]
+    assert emulator.request_log == []
+    assert not Certificate.objects.exists()
+    assert b"PRIVATE KEY" not in response.content
+
+
+def test_bad_ids_are_404_not_500(emulator, api, alice):
+    api.as_user(alice)
+    assert api.get("/certificates/999999").status_code == 404
+    assert api.get("/certificates/not-a-number").status_code in (404, 422)
+
+
+def test_download_events_are_audited_and_unknown_formats_refused(emulator, api, alice):
+    certificate_id = issue_via_api(api, alice).json()["id"]
+
+    assert api.post(f"/certificates/{certificate_id}/download-events", {"format": "pkcs12"}).status_code == 204
+    assert api.post(f"/certificates/{certificate_id}/download-events", {"format": "exe"}).status_code == 400
+    event = AuditEvent.objects.get(action=AuditEvent.Action.DOWNLOADED)
+    assert event.detail == {"format": "pkcs12"}
+    assert event.actor == alice
+
+
+def test_zone_full_is_a_409_with_the_message(emulator, api, alice, settings):
+    settings.CLOUDFLARE_ZONE_CAPACITY = 0
+
+    response = issue_via_api(api, alice)
+
+    assert response.status_code == 409
+    assert response.json()["detail"].startswith("The zone has no room for more certificates")
+
+
+def test_cloudflare_down_is_a_503_with_a_message(emulator, api, alice):
+    emulator.faults.connect_error(times=10)
+
+    response = issue_via_api(api, alice)
+
+    assert response.status_code == 503
+    assert "nothing was issued" in response.json()["detail"]
+
+
+def test_the_openapi_document_describes_the_endpoints(db):
+    document = Client().get("/api/v1/openapi.json").json()
+
+    paths = document["paths"]
+    assert {"/api/v1/certificates", "/api/v1/certificates/{certificate_id}", "/api/v1/csr-policy"} <= set(paths)
+    assert "post" in paths["/api/v1/certificates/{certificate_id}/revoke"]
