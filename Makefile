@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint install emulator
+.PHONY: run test lint install emulator test-js build-js
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,5 +27,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The browser bundle's own tests (node --test); skipped with a note where Node is not installed.
+test-js: $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then \
+		cd frontend && npm ci --no-audit --no-fund --silent && PYTHON=../$(BIN)/python npm test; \
+	else echo "npm not found: skipping the frontend tests (frontend/test)"; fi
+
+# Rebuild static/js/new-certificate.js after changing frontend/src (the built bundle is committed).
+build-js:
+	cd frontend && npm ci --no-audit --no-fund && npm run build
+
+test: lint test-js
 	$(BIN)/pytest
