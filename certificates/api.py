@@ -164,6 +164,26 @@ def csr_policy(request: HttpRequest) -> dict[str, Any]:
     }
 
 
+class AllowlistIn(Schema):
+    networks: list[str] = Field(description="IPv4/IPv6 addresses and CIDRs; an empty list allows any address")
+
+
+class AllowlistOut(Schema):
+    networks: list[str]
+    warnings: list[str] = []
+
+
+@api.get("/allowlist", response=AllowlistOut, summary="The networks your certificates may be used from")
+def get_allowlist(request: HttpRequest) -> dict[str, Any]:
+    return {"networks": services.allowlist_get(user=request.auth), "warnings": []}
+
+
+@api.put("/allowlist", response={200: AllowlistOut, 400: Message}, summary="Replace your allowlist")
+def put_allowlist(request: HttpRequest, payload: AllowlistIn) -> dict[str, Any]:
+    checked = services.allowlist_set(user=request.auth, networks=payload.networks, origin=origin_of(request))
+    return {"networks": list(checked.networks), "warnings": list(checked.warnings)}
+
+
 @api.exception_handler(services.ServiceError)
 def service_error(request: HttpRequest, exc: services.ServiceError) -> HttpResponse:
     return api.create_response(request, {"detail": exc.message}, status=exc.status_code)

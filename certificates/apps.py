@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class CertificatesConfig(AppConfig):
     name = "certificates"
     verbose_name = "Client certificates"
+
+    def ready(self) -> None:
+        from certificates import signals  # noqa: F401  (connects the receivers)

@@ -22,6 +22,8 @@ class Certificate(models.Model):
         PENDING_REVOCATION = "pending_revocation", "Pending revocation"
         PENDING_REACTIVATION = "pending_reactivation", "Pending reactivation"
         REVOKED = "revoked", "Revoked"
+        # Past expires_on: Cloudflare still lists it as active, but it no longer verifies.
+        EXPIRED = "expired", "Expired"
 
     REVOCABLE = frozenset({Status.ACTIVE})
     REACTIVATABLE = frozenset({Status.PENDING_REVOCATION})
@@ -29,6 +31,12 @@ class Certificate(models.Model):
     IN_FLIGHT = frozenset({Status.ISSUING, Status.UNCONFIRMED})
     # What counts against the user's maximum and the zone's 100: revoking frees the slot at once (FACTS.md §3).
     HOLDS_A_SLOT = frozenset({Status.ISSUING, Status.UNCONFIRMED, Status.ACTIVE, Status.PENDING_REACTIVATION})
+    # Certificates a client may still use: the binding rules tie them to their owner's networks.
+    USABLE = frozenset({Status.ACTIVE, Status.PENDING_REACTIVATION})
+    # Certificates the deny rules block by fingerprint while they have not expired (DESIGN.md, Firewall layout).
+    DENIED = frozenset({Status.PENDING_REVOCATION, Status.REVOKED})
+    # Statuses Cloudflare reports that the portal mirrors.
+    REMOTE = frozenset({Status.ACTIVE, Status.PENDING_REVOCATION, Status.PENDING_REACTIVATION, Status.REVOKED})
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="certificates")
     name = models.CharField(max_length=100)
@@ -47,6 +55,11 @@ class Certificate(models.Model):
     issued_on = models.DateTimeField(null=True, blank=True)
     expires_on = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    # Worker bookkeeping for rows in flight (reconciling an unconfirmed create).
+    attempts = models.PositiveIntegerField(default=0)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Expiry reminders already sent, by days-before (e.g. [30, 7]): each is sent once.
+    reminders_sent = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -140,6 +153,10 @@ class AuditEvent(models.Model):
         REVOKED = "certificate.revoked", "Certificate revoked"
         REACTIVATION_REQUESTED = "certificate.reactivation_requested", "Reactivation requested"
         REACTIVATED = "certificate.reactivated", "Certificate reactivated"
+        STATUS_CHANGED = "certificate.status_changed", "Status changed at Cloudflare"
+        EXPIRED = "certificate.expired", "Certificate expired"
+        REMINDER_SENT = "certificate.reminder_sent", "Expiry reminder sent"
+        ALLOWLIST_CHANGED = "allowlist.changed", "Allowlist changed"
         TOKEN_CREATED = "token.created", "API token created"
         TOKEN_REVOKED = "token.revoked", "API token revoked"
 
@@ -164,3 +181,58 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.get_action_display()}"
+
+
+class AllowlistEntry(models.Model):
+    """A network a user's certificates may be used from. A user with no entries may connect from anywhere."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="allowlist")
+    # Normalized CIDR (ipaddress.ip_network(..., strict=True)), e.g. 192.0.2.0/24 or 2001:db8::/32.
+    network = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("network",)
+        constraints = [models.UniqueConstraint(fields=("owner", "network"), name="allowlist_unique_network_per_user")]
+
+    def __str__(self) -> str:
+        return self.network
+
+
+class FirewallState(models.Model):
+    """Per zone: who holds the sync lease, and what the last sync pushed."""
+
+    zone_id = models.CharField(max_length=32, unique=True)
+    # A lease instead of a long transaction: a sync claims it with a compare-and-set update.
+    lease_owner = models.CharField(max_length=64, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    last_plan = models.JSONField(default=dict, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    ruleset_id = models.CharField(max_length=32, blank=True, default="")
+    ruleset_version = models.CharField(max_length=32, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"firewall of zone {self.zone_id}"
+
+
+class UnknownCertificate(models.Model):
+    """A certificate in the zone the portal did not issue (made in the dashboard, say), seen by reconciliation."""
+
+    zone_id = models.CharField(max_length=32)
+    cloudflare_id = models.CharField(max_length=36)
+    status = models.CharField(max_length=32)
+    common_name = models.CharField(max_length=255, blank=True, default="")
+    fingerprint_sha256 = models.CharField(max_length=64, blank=True, default="")
+    expires_on = models.DateTimeField(null=True, blank=True)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("-last_seen_at",)
+        constraints = [
+            models.UniqueConstraint(fields=("zone_id", "cloudflare_id"), name="unknown_certificate_unique_per_zone")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.common_name or self.cloudflare_id} ({self.status})"

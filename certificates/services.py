@@ -8,15 +8,18 @@ workers and admins cannot overwrite each other (HOUSE_STYLE.md §5, §14).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from certificates.allowlist import AllowlistError, CheckedAllowlist, check_networks
 from certificates.csr import CSRError, ValidatedCSR, public_key_sha256_of_certificate, validate_csr
-from certificates.models import ApiToken, AuditEvent, Certificate
+from certificates.models import AllowlistEntry, ApiToken, AuditEvent, Certificate
 from certificates.policy import CertificatePolicy, get_policy
 from cloudflare import errors as cf_errors
 from cloudflare.models import ClientCertificate
@@ -89,7 +92,9 @@ def certificate_issue(
     except cf_errors.APIError as exc:
         _record_failure(certificate, exc, origin)
         raise ServiceError(f"Cloudflare refused the certificate request: {_first_message(exc)}") from exc
-    return _record_issued(certificate, issued, origin, action=AuditEvent.Action.ISSUED)
+    certificate = _record_issued(certificate, issued, origin, action=AuditEvent.Action.ISSUED)
+    _firewall_changed(certificate.zone_id)
+    return certificate
 
 
 def _validate_request(
@@ -152,34 +157,39 @@ def _resolve_ambiguous_create(
     Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.ISSUING).update(
         status=Certificate.Status.UNCONFIRMED, last_error=str(error)[:2000], updated_at=timezone.now()
     )
-    _audit(AuditEvent.Action.ISSUE_UNCONFIRMED, origin, certificate=certificate, old="issuing", new="unconfirmed")
+    audit(AuditEvent.Action.ISSUE_UNCONFIRMED, origin, certificate=certificate, old="issuing", new="unconfirmed")
     try:
         adopted = certificate_reconcile_unconfirmed(certificate=certificate, origin=origin)
     except cf_errors.CloudflareError:
         adopted = None
+    certificate.refresh_from_db()
     if adopted is not None and adopted.status != Certificate.Status.UNCONFIRMED:
+        _firewall_changed(adopted.zone_id)
         return adopted
+    if (
+        adopted is None
+        and Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.UNCONFIRMED).exists()
+    ):
+        from certificates.tasks import request_reconcile
+
+        request_reconcile(certificate.pk)  # the workers settle it once Cloudflare answers again
     raise CloudflareUnavailableError(
         "Cloudflare did not confirm the certificate. The portal will check and it will appear on your "
         "dashboard if it was issued; keep this tab open, your key exists only here."
     )
 
 
-def certificate_reconcile_unconfirmed(*, certificate: Certificate, origin: Origin) -> Certificate | None:
-    """List the zone's certificates and adopt the one made from this CSR, if Cloudflare has it.
+def certificate_reconcile_unconfirmed(
+    *, certificate: Certificate, origin: Origin, listing: Iterable[ClientCertificate] | None = None
+) -> Certificate | None:
+    """Find the certificate made from this CSR in the zone's listing (fetched if not given) and adopt it.
 
     Returns the updated row, or None when Cloudflare has no such certificate (the create never happened,
     so the row is marked failed and the user may try again).
     """
-    client = get_cloudflare_client()
-    match = next(
-        (
-            issued
-            for issued in client.iter_client_certificates(certificate.zone_id)
-            if _same_request(issued, certificate)
-        ),
-        None,
-    )
+    if listing is None:
+        listing = get_cloudflare_client().iter_client_certificates(certificate.zone_id)
+    match = next((issued for issued in listing if same_request(issued, certificate)), None)
     if match is None:
         updated = Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.UNCONFIRMED).update(
             status=Certificate.Status.FAILED,
@@ -187,14 +197,14 @@ def certificate_reconcile_unconfirmed(*, certificate: Certificate, origin: Origi
             updated_at=timezone.now(),
         )
         if updated:
-            _audit(AuditEvent.Action.ISSUE_FAILED, origin, certificate=certificate, old="unconfirmed", new="failed")
+            audit(AuditEvent.Action.ISSUE_FAILED, origin, certificate=certificate, old="unconfirmed", new="failed")
         return None
     return _record_issued(
         certificate, match, origin, action=AuditEvent.Action.ADOPTED, expected=Certificate.Status.UNCONFIRMED
     )
 
 
-def _same_request(issued: ClientCertificate, certificate: Certificate) -> bool:
+def same_request(issued: ClientCertificate, certificate: Certificate) -> bool:
     if issued.csr and issued.csr.strip() == certificate.csr.strip():
         return True
     try:
@@ -228,7 +238,7 @@ def _record_issued(
     )
     certificate.refresh_from_db()
     if updated:
-        _audit(
+        audit(
             action,
             origin,
             certificate=certificate,
@@ -243,7 +253,7 @@ def _record_failure(certificate: Certificate, error: Exception, origin: Origin) 
     Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.ISSUING).update(
         status=Certificate.Status.FAILED, last_error=str(error)[:2000], updated_at=timezone.now()
     )
-    _audit(
+    audit(
         AuditEvent.Action.ISSUE_FAILED,
         origin,
         certificate=certificate,
@@ -322,14 +332,52 @@ def _record_transition(
     )
     certificate.refresh_from_db()
     if updated:
-        _audit(action, origin, certificate=certificate, old=expected, new=new, detail=detail or {})
+        audit(action, origin, certificate=certificate, old=expected, new=new, detail=detail or {})
+        _firewall_changed(certificate.zone_id)
     return certificate
+
+
+def _firewall_changed(zone_id: str) -> None:
+    # Imported here: the tasks module imports this one.
+    from certificates.tasks import request_firewall_sync
+
+    request_firewall_sync(zone_id)
 
 
 def certificate_record_download(*, certificate: Certificate, file_format: str, origin: Origin) -> None:
     if file_format not in DOWNLOAD_FORMATS:
         raise PolicyError(f"Unknown download format {file_format!r}.")
-    _audit(AuditEvent.Action.DOWNLOADED, origin, certificate=certificate, detail={"format": file_format})
+    audit(AuditEvent.Action.DOWNLOADED, origin, certificate=certificate, detail={"format": file_format})
+
+
+# -- allowlists -----------------------------------------------------------------------------------------------
+
+
+def allowlist_get(*, user: AbstractBaseUser) -> list[str]:
+    return list(AllowlistEntry.objects.filter(owner=user).values_list("network", flat=True))
+
+
+def allowlist_set(*, user: AbstractBaseUser, networks: list[str], origin: Origin) -> CheckedAllowlist:
+    """Replace the user's allowlist; an empty list allows any address. Nothing changes on bad input."""
+    try:
+        checked = check_networks(networks, max_networks=settings.ALLOWLIST_MAX_NETWORKS)
+    except AllowlistError as exc:
+        raise PolicyError(str(exc)) from exc
+    with transaction.atomic():
+        old = allowlist_get(user=user)
+        if old == list(checked.networks):
+            return checked
+        AllowlistEntry.objects.filter(owner=user).exclude(network__in=checked.networks).delete()
+        AllowlistEntry.objects.bulk_create(
+            [AllowlistEntry(owner=user, network=n) for n in checked.networks if n not in old]
+        )
+        audit(
+            AuditEvent.Action.ALLOWLIST_CHANGED,
+            origin,
+            detail={"user_id": user.pk, "old": old, "new": list(checked.networks)},
+        )
+        _firewall_changed(get_zone_id())
+    return checked
 
 
 # -- API tokens ----------------------------------------------------------------------------------------------
@@ -346,13 +394,13 @@ def api_token_create(*, user: AbstractBaseUser, name: str, origin: Origin) -> tu
     token = ApiToken.objects.create(
         owner=user, name=name, token_sha256=ApiToken.digest(secret), hint=secret[: len(ApiToken.PREFIX) + 4]
     )
-    _audit(AuditEvent.Action.TOKEN_CREATED, origin, token=token, detail={"name": name})
+    audit(AuditEvent.Action.TOKEN_CREATED, origin, token=token, detail={"name": name})
     return token, secret
 
 
 def api_token_revoke(*, token: ApiToken, origin: Origin) -> None:
     if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
-        _audit(AuditEvent.Action.TOKEN_REVOKED, origin, token=token, detail={"name": token.name})
+        audit(AuditEvent.Action.TOKEN_REVOKED, origin, token=token, detail={"name": token.name})
 
 
 def api_token_authenticate(secret: str) -> AbstractBaseUser | None:
@@ -375,7 +423,7 @@ def api_token_authenticate(secret: str) -> AbstractBaseUser | None:
 # -- audit ---------------------------------------------------------------------------------------------------
 
 
-def _audit(
+def audit(
     action: str,
     origin: Origin,
     *,

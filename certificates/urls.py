@@ -10,6 +10,7 @@ urlpatterns = [
     path("certificates/<int:pk>/", views.certificate_detail, name="detail"),
     path("certificates/<int:pk>/certificate.pem", views.certificate_pem, name="pem"),
     path("certificates/<int:pk>/revoke/", views.certificate_revoke, name="revoke"),
+    path("allowlist/", views.allowlist, name="allowlist"),
     path("tokens/", views.token_list, name="tokens"),
     path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
 ]

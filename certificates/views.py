@@ -31,6 +31,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @require_GET
 def certificate_new(request: HttpRequest) -> HttpResponse:
     taken = Certificate.objects.filter(owner=request.user).count()
+    # "Renew" on a certificate's page starts a new certificate with the same name.
+    renewing = request.GET.get("renew")
+    renewed = (
+        Certificate.objects.filter(owner=request.user, pk=renewing).first() if renewing and renewing.isdigit() else None
+    )
     return render(
         request,
         "certificates/certificate_new.html",
@@ -40,7 +45,7 @@ def certificate_new(request: HttpRequest) -> HttpResponse:
             "download_event_url_template": reverse("api-v1:record_download", args=[0]).replace("/0/", "/{id}/"),
             "api_hostnames": settings.PORTAL_API_HOSTNAMES,
             "dashboard_url": reverse("certificates:dashboard"),
-            "name_suggestion": f"certificate-{taken + 1}",
+            "name_suggestion": renewed.name if renewed else f"certificate-{taken + 1}",
         },
     )
 
@@ -82,6 +87,24 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, "Revocation requested. Cloudflare finishes it within a few minutes.")
     return redirect("certificates:detail", pk=pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def allowlist(request: HttpRequest) -> HttpResponse:
+    text = "\n".join(services.allowlist_get(user=request.user))
+    if request.method == "POST":
+        text = request.POST.get("networks", "")
+        try:
+            checked = services.allowlist_set(user=request.user, networks=text.split(), origin=origin_of(request))
+        except services.ServiceError as exc:
+            messages.error(request, exc.message)
+        else:
+            for warning in checked.warnings:
+                messages.warning(request, warning)
+            messages.success(request, "Allowlist saved. The firewall rules follow within a minute.")
+            return redirect("certificates:allowlist")
+    return render(request, "certificates/allowlist.html", {"networks_text": text})
 
 
 @login_required

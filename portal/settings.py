@@ -186,6 +186,14 @@ CLOUDFLARE_CALL_BUDGET = env_int("CLOUDFLARE_CALL_BUDGET", 1200, minimum=1)
 CLOUDFLARE_CALL_BUDGET_WINDOW = env_float("CLOUDFLARE_CALL_BUDGET_WINDOW", 300.0, minimum=1)
 PORTAL_API_HOSTNAMES = env_list("PORTAL_API_HOSTNAMES", ["api.example.com"] if CLOUDFLARE_EMULATED else [])
 PORTAL_RULE_REF_PREFIX = env_str("PORTAL_RULE_REF_PREFIX", "mtls_portal_")
+# Custom rules a zone may hold, by plan (FACTS.md §7); CLOUDFLARE_CUSTOM_RULES_LIMIT overrides.
+CUSTOM_RULES_BY_PLAN = {"free": 5, "pro": 20, "business": 100, "enterprise": 1000}
+CLOUDFLARE_PLAN = env_str("CLOUDFLARE_PLAN", "free").lower()
+if CLOUDFLARE_PLAN not in CUSTOM_RULES_BY_PLAN:
+    raise ImproperlyConfigured(f"CLOUDFLARE_PLAN must be one of {', '.join(CUSTOM_RULES_BY_PLAN)}")
+CLOUDFLARE_CUSTOM_RULES_LIMIT = env_int(
+    "CLOUDFLARE_CUSTOM_RULES_LIMIT", CUSTOM_RULES_BY_PLAN[CLOUDFLARE_PLAN], minimum=1
+)
 
 # Celery: Redis when REDIS_URL is set, otherwise kombu's filesystem transport under var/ so that a real
 # worker and beat still run with no services. Tasks are never run eagerly in the running portal.
@@ -203,7 +211,19 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
 )
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CERTIFICATE_POLL_SECONDS = env_float("CERTIFICATE_POLL_SECONDS", 30.0, minimum=1)
+RECONCILE_SECONDS = env_float("RECONCILE_SECONDS", 900.0, minimum=10)
+FIREWALL_SYNC_SECONDS = env_float("FIREWALL_SYNC_SECONDS", 600.0, minimum=10)
+FIREWALL_SYNC_DEBOUNCE_SECONDS = env_int("FIREWALL_SYNC_DEBOUNCE_SECONDS", 5, minimum=0)
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "poll-certificates": {"task": "certificates.tasks.poll_certificates", "schedule": CERTIFICATE_POLL_SECONDS},
+    "reconcile-zone": {"task": "certificates.tasks.reconcile_zone", "schedule": RECONCILE_SECONDS},
+    "sync-firewalls": {"task": "certificates.tasks.sync_all_firewalls", "schedule": FIREWALL_SYNC_SECONDS},
+    "sweep-stuck": {"task": "certificates.tasks.sweep_stuck", "schedule": 300.0},
+    "expiry-reminders": {"task": "certificates.tasks.send_expiry_reminders", "schedule": 3600.0},
+}
 
 # Certificate policy (certificates/policy.py): the subject every CSR must carry, validity, quotas.
 CERTIFICATE_SUBJECT_ORGANIZATION = env_str("CERTIFICATE_SUBJECT_ORGANIZATION", "Example Inc.")
@@ -222,3 +242,11 @@ if CERTIFICATE_DEFAULT_VALIDITY_DAYS not in CERTIFICATE_VALIDITY_CHOICES:
 CERTIFICATE_MAX_ACTIVE_PER_USER = env_int("CERTIFICATE_MAX_ACTIVE_PER_USER", 5, minimum=1)
 # Cloudflare-managed CA: 100 certificates per zone on every plan unless Cloudflare raised it (FACTS.md §3).
 CLOUDFLARE_ZONE_CAPACITY = env_int("CLOUDFLARE_ZONE_CAPACITY", 100, minimum=1)
+
+# IP allowlists: at most this many networks per user.
+ALLOWLIST_MAX_NETWORKS = env_int("ALLOWLIST_MAX_NETWORKS", 50, minimum=1)
+
+# Where the portal is reached, for links in emails (no trailing slash).
+PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Expiry reminders: days before expiry at which the owner is emailed, each once.
+CERTIFICATE_EXPIRY_REMINDER_DAYS = [int(d) for d in env_list("CERTIFICATE_EXPIRY_REMINDER_DAYS", ["30", "7"])]

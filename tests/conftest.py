@@ -125,3 +125,14 @@ def charlie(db):
 def fast_password_hashing(settings):
     # The real hasher is slow by design; the tests make many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def celery_runs_tasks_inline():
+    """Tasks run in the test's process when enqueued (after commit), instead of going to a broker."""
+    from portal.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager = False

@@ -1,0 +1,221 @@
+"""Keeping the portal's certificates equal to Cloudflare's: polling transitions, reconciliation, expiry.
+
+Cloudflare revokes asynchronously (DELETE -> pending_revocation -> revoked, FACTS.md §2); the portal follows
+with list calls filtered by status, 50 per page, never one GET per certificate (DESIGN.md, Budgets).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from certificates.models import AuditEvent, Certificate, UnknownCertificate
+from certificates.services import Origin, audit, certificate_reconcile_unconfirmed, same_request
+from cloudflare.models import CertificateStatus, ClientCertificate
+from portal.integrations import get_cloudflare_client
+
+logger = logging.getLogger(__name__)
+
+SYSTEM = Origin(actor=None)
+# An issuance still `issuing` after this long lost its process mid-call: treat it as unconfirmed.
+STUCK_ISSUING_AFTER = timedelta(minutes=5)
+
+
+@dataclass
+class Change:
+    certificate_id: int
+    old: str
+    new: str
+
+
+@dataclass
+class PollResult:
+    changes: list[Change] = field(default_factory=list)
+    pending: int = 0
+
+
+def certificates_poll(*, zone_id: str) -> PollResult:
+    """One pass over the certificates in flight at Cloudflare; returns what changed locally."""
+    local = {
+        row.cloudflare_id: row
+        for row in Certificate.objects.filter(zone_id=zone_id, status__in=Certificate.PENDING).exclude(cloudflare_id="")
+    }
+    if not local:
+        return PollResult()
+    client = get_cloudflare_client()
+    remote: dict[str, ClientCertificate] = {}
+    # Revocation first: a certificate reactivated between the two listings then shows up in the second.
+    for status in (CertificateStatus.PENDING_REVOCATION, CertificateStatus.PENDING_REACTIVATION):
+        remote.update({c.id: c for c in client.iter_client_certificates(zone_id, status=status) if c.id in local})
+    if any(cloudflare_id not in remote for cloudflare_id in local):
+        # Gone from both pending lists: finished. Active certificates are few (the zone holds at most its
+        # quota of them), revoked ones pile up forever, so list the active ones and infer the rest.
+        active = {c.id for c in client.iter_client_certificates(zone_id, status=CertificateStatus.ACTIVE)}
+    else:
+        active = set()
+    result = PollResult(pending=len(local))
+    for cloudflare_id, row in local.items():
+        if cloudflare_id in remote:
+            new = remote[cloudflare_id].status.value
+        else:
+            new = Certificate.Status.ACTIVE if cloudflare_id in active else Certificate.Status.REVOKED
+        if new != row.status and _apply_remote_status(row, new, reason="polled"):
+            result.changes.append(Change(row.pk, row.status, new))
+    return result
+
+
+def _apply_remote_status(row: Certificate, new: str, *, reason: str) -> bool:
+    """Compare-and-set the status Cloudflare reports; write the event and tell the owner."""
+    old = row.status
+    updated = Certificate.objects.filter(pk=row.pk, status=old).update(status=new, updated_at=timezone.now())
+    if not updated:
+        return False  # someone else moved it first
+    row.status = new
+    action = {
+        Certificate.Status.REVOKED: AuditEvent.Action.REVOKED,
+        Certificate.Status.ACTIVE: AuditEvent.Action.REACTIVATED if old in Certificate.PENDING else None,
+    }.get(new) or AuditEvent.Action.STATUS_CHANGED
+    audit(action, SYSTEM, certificate=row, old=old, new=new, detail={"source": reason})
+    if action in (AuditEvent.Action.REVOKED, AuditEvent.Action.REACTIVATED):
+        _notify_owner(row, action)
+    return True
+
+
+def _notify_owner(row: Certificate, action: str) -> None:
+    owner = row.owner
+    if not owner.email:
+        return
+    context = {
+        "certificate": row,
+        "revoked": action == AuditEvent.Action.REVOKED,
+        "url": f"{settings.PORTAL_BASE_URL}{reverse('certificates:detail', args=[row.pk])}",
+    }
+    subject = f"Certificate “{row.name}” {'revoked' if context['revoked'] else 'reactivated'}"
+    body = render_to_string("certificates/email/status_changed.txt", context)
+    send_mail(subject, body, None, [owner.email])
+
+
+@dataclass
+class ReconcileResult:
+    adopted: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    drifted: list[Change] = field(default_factory=list)
+    expired: list[int] = field(default_factory=list)
+    unknown: int = 0
+    missing: list[int] = field(default_factory=list)
+
+
+def zone_reconcile(*, zone_id: str) -> ReconcileResult:
+    """List every certificate of the zone once and bring the portal's rows in line with it."""
+    result = ReconcileResult()
+    now = timezone.now()
+    _mark_stuck_issuing_unconfirmed(zone_id, now)
+    remote = list(get_cloudflare_client().iter_client_certificates(zone_id))
+    by_id = {c.id: c for c in remote}
+    _adopt_unconfirmed(zone_id, remote, result)
+    rows = Certificate.objects.filter(zone_id=zone_id).exclude(cloudflare_id="").select_related("owner")
+    known_ids = set()
+    for row in rows:
+        known_ids.add(row.cloudflare_id)
+        issued = by_id.get(row.cloudflare_id)
+        if issued is None:
+            if row.status in Certificate.REMOTE:
+                result.missing.append(row.pk)
+            continue
+        if row.status == Certificate.Status.EXPIRED and issued.status is CertificateStatus.ACTIVE:
+            continue  # Cloudflare keeps listing expired certificates as active
+        if row.status in Certificate.REMOTE and issued.status.value != row.status:
+            old = row.status
+            if _apply_remote_status(row, issued.status.value, reason="changed outside the portal"):
+                result.drifted.append(Change(row.pk, old, row.status))
+    if result.missing:
+        logger.warning("zone %s: Cloudflare no longer lists certificates %s", zone_id, result.missing)
+    result.unknown = _record_unknown(zone_id, [c for c in remote if c.id not in known_ids], now)
+    result.expired = certificates_mark_expired(zone_id=zone_id, now=now)
+    return result
+
+
+def _mark_stuck_issuing_unconfirmed(zone_id: str, now) -> None:  # type: ignore[no-untyped-def]
+    Certificate.objects.filter(
+        zone_id=zone_id, status=Certificate.Status.ISSUING, updated_at__lt=now - STUCK_ISSUING_AFTER
+    ).update(status=Certificate.Status.UNCONFIRMED, last_error="the issuing process stopped mid-call", updated_at=now)
+
+
+def _adopt_unconfirmed(zone_id: str, remote: list[ClientCertificate], result: ReconcileResult) -> None:
+    claimed = set(
+        Certificate.objects.filter(zone_id=zone_id).exclude(cloudflare_id="").values_list("cloudflare_id", flat=True)
+    )
+    for row in Certificate.objects.filter(zone_id=zone_id, status=Certificate.Status.UNCONFIRMED):
+        match = next((c for c in remote if c.id not in claimed and same_request(c, row)), None)
+        if match is None:
+            certificate_reconcile_unconfirmed(certificate=row, origin=SYSTEM, listing=remote)
+            result.failed.append(row.pk)
+            continue
+        claimed.add(match.id)
+        certificate_reconcile_unconfirmed(certificate=row, origin=SYSTEM, listing=[match])
+        result.adopted.append(row.pk)
+
+
+def _record_unknown(zone_id: str, unknown: list[ClientCertificate], now) -> int:  # type: ignore[no-untyped-def]
+    for issued in unknown:
+        UnknownCertificate.objects.update_or_create(
+            zone_id=zone_id,
+            cloudflare_id=issued.id,
+            defaults={
+                "status": issued.status.value,
+                "common_name": issued.common_name,
+                "fingerprint_sha256": issued.fingerprint_sha256,
+                "expires_on": issued.expires_on,
+                "last_seen_at": now,
+            },
+        )
+    UnknownCertificate.objects.filter(zone_id=zone_id).exclude(cloudflare_id__in=[c.id for c in unknown]).delete()
+    return len(unknown)
+
+
+def certificates_mark_expired(*, zone_id: str, now=None) -> list[int]:  # type: ignore[no-untyped-def]
+    now = now or timezone.now()
+    expired = []
+    for row in Certificate.objects.filter(zone_id=zone_id, status__in=Certificate.USABLE, expires_on__lte=now):
+        old = row.status
+        if Certificate.objects.filter(pk=row.pk, status=old).update(status=Certificate.Status.EXPIRED, updated_at=now):
+            audit(AuditEvent.Action.EXPIRED, SYSTEM, certificate=row, old=old, new=Certificate.Status.EXPIRED)
+            expired.append(row.pk)
+    return expired
+
+
+def expiry_reminders_send(*, now=None) -> int:  # type: ignore[no-untyped-def]
+    """Email owners N days before expiry (CERTIFICATE_EXPIRY_REMINDER_DAYS), each reminder once."""
+    now = now or timezone.now()
+    sent = 0
+    for days in sorted(settings.CERTIFICATE_EXPIRY_REMINDER_DAYS):
+        due = Certificate.objects.filter(
+            status__in=Certificate.USABLE, expires_on__gt=now, expires_on__lte=now + timedelta(days=days)
+        ).select_related("owner")
+        sent += sum(_send_reminder(row, days) for row in due if days not in row.reminders_sent)
+    return sent
+
+
+def _send_reminder(row: Certificate, days: int) -> int:
+    # Claim the reminder first (compare-and-set on the list) so two workers never both send it.
+    claimed = Certificate.objects.filter(pk=row.pk, reminders_sent=row.reminders_sent).update(
+        reminders_sent=[*row.reminders_sent, days]
+    )
+    if not claimed or not row.owner.email:
+        return 0
+    context = {
+        "certificate": row,
+        "days": row.days_left,
+        "url": f"{settings.PORTAL_BASE_URL}{reverse('certificates:detail', args=[row.pk])}",
+    }
+    body = render_to_string("certificates/email/expiry_reminder.txt", context)
+    send_mail(f"Certificate “{row.name}” expires in {row.days_left} days", body, None, [row.owner.email])
+    audit(AuditEvent.Action.REMINDER_SENT, SYSTEM, certificate=row, detail={"days_before": days})
+    return 1
