@@ -9,15 +9,16 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[dev,test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# Development defaults: DEBUG on (a SECRET_KEY is generated into var/), SQLite, the Cloudflare emulator.
+# Development defaults: DEBUG on (a SECRET_KEY is generated into var/), SQLite, the Cloudflare emulator,
+# Celery on the filesystem broker under var/ (or Redis with REDIS_URL). Starts web, worker and beat.
 run: $(STAMP)
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
-	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py runserver $${PORT:-127.0.0.1:8000}
+	DEBUG=$${DEBUG:-true} PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
 emulator: $(STAMP)
 	$(BIN)/python -m cloudflare.emulator --host 127.0.0.1 --port $${EMULATOR_PORT:-8787}

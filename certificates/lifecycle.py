@@ -66,8 +66,9 @@ def certificates_poll(*, zone_id: str) -> PollResult:
             new = remote[cloudflare_id].status.value
         else:
             new = Certificate.Status.ACTIVE if cloudflare_id in active else Certificate.Status.REVOKED
-        if new != row.status and _apply_remote_status(row, new, reason="polled"):
-            result.changes.append(Change(row.pk, row.status, new))
+        old = row.status
+        if new != old and _apply_remote_status(row, new, reason="polled"):
+            result.changes.append(Change(row.pk, old, new))
     return result
 
 

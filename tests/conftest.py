@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import responses as responses_lib
@@ -81,7 +82,10 @@ def emulator(settings, monkeypatch):
     settings.CLOUDFLARE_EMULATED = True
     settings.CLOUDFLARE_ZONE_ID = "0" * 32
     settings.CLOUDFLARE_RETRY_BASE_DELAY = 0.001
-    instance = Emulator(revocation_delay=30, reactivation_delay=30)
+    from tests.emulator.conftest import FakeClock
+
+    # The clock starts at the real time (certificates get real dates) and moves only when a test says so.
+    instance = Emulator(clock=FakeClock(time.time()), revocation_delay=30, reactivation_delay=30)
     monkeypatch.setattr(integrations, "get_emulator", lambda: instance)
     monkeypatch.setattr(integrations, "get_call_budget", lambda: LocalBudget())
     return instance
