@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from certificates import services
-from certificates.models import ApiToken, AuditEvent, Certificate
+from certificates.models import AllowlistEntry, ApiToken, AuditEvent, Certificate, UnknownCertificate
 from certificates.views_helpers import origin_of
 
 
@@ -156,3 +156,25 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False
+
+
+@admin.register(UnknownCertificate)
+class UnknownCertificateAdmin(admin.ModelAdmin):
+    """Certificates in the zone the portal did not issue, as the last reconciliation saw them."""
+
+    list_display = ("common_name", "status", "fingerprint_sha256", "expires_on", "first_seen_at", "last_seen_at")
+    list_filter = ("status",)
+    search_fields = ("common_name", "fingerprint_sha256", "cloudflare_id")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: UnknownCertificate | None = None) -> bool:
+        return False
+
+
+@admin.register(AllowlistEntry)
+class AllowlistEntryAdmin(admin.ModelAdmin):
+    list_display = ("owner", "network", "created_at")
+    list_select_related = ("owner",)
+    search_fields = ("owner__username", "owner__email", "network")

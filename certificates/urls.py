@@ -12,5 +12,6 @@ urlpatterns = [
     path("certificates/<int:pk>/revoke/", views.certificate_revoke, name="revoke"),
     path("allowlist/", views.allowlist, name="allowlist"),
     path("tokens/", views.token_list, name="tokens"),
+    path("staff/firewall/", views.firewall_status, name="firewall"),
     path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -12,8 +13,9 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from certificates import services
-from certificates.models import ApiToken, Certificate
+from certificates.models import ApiToken, Certificate, FirewallState
 from certificates.views_helpers import origin_of
+from cloudflare.errors import CloudflareError
 
 
 def _own_certificate(request: HttpRequest, pk: int) -> Certificate:
@@ -132,3 +134,21 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     services.api_token_revoke(token=token, origin=origin_of(request))
     messages.success(request, f"Token “{token.name}” revoked.")
     return redirect("certificates:tokens")
+
+
+@staff_member_required
+@require_GET
+def firewall_status(request: HttpRequest) -> HttpResponse:
+    """Staff: the plan a sync would apply now (one read of the entrypoint) and what the last sync pushed."""
+    from certificates.firewall.sync import FirewallSyncError, firewall_plan
+
+    zone_id = settings.CLOUDFLARE_ZONE_ID
+    state = FirewallState.objects.filter(zone_id=zone_id).first()
+    plan, error = None, None
+    try:
+        plan = firewall_plan(zone_id=zone_id)[0]
+    except (FirewallSyncError, CloudflareError) as exc:
+        error = str(exc)
+    return render(
+        request, "certificates/firewall_status.html", {"zone_id": zone_id, "state": state, "plan": plan, "error": error}
+    )

@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
 from certificates.firewall.compiler import (
     DesiredRule,
     FirewallInputs,
@@ -22,10 +26,6 @@ from certificates.firewall.compiler import (
     compile_rules,
     placement_of,
 )
-from django.conf import settings
-from django.db.models import Q
-from django.utils import timezone
-
 from certificates.models import AllowlistEntry, Certificate, FirewallState
 from cloudflare.client import CloudflareClient
 from cloudflare.models import Rule, Ruleset, RuleSpec

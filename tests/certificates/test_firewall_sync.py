@@ -1,0 +1,218 @@
+"""Firewall sync against the emulator: minimal writes, ownership by ref prefix, serialization, convergence."""
+
+from __future__ import annotations
+
+import threading
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from certificates import services
+from certificates.firewall.sync import FirewallSyncError, SyncBusy, firewall_sync
+from certificates.models import AllowlistEntry, FirewallState
+from cloudflare.models import RuleSpec
+from portal.integrations import get_cloudflare_client
+from tests.support.pki import policy_csr
+
+ZONE = "0" * 32
+FOREIGN = RuleSpec(ref="security_team_geo", expression='ip.src.country in {"KP"}', description="not ours")
+
+
+@pytest.fixture(autouse=True)
+def firewall_settings(settings):
+    settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
+    settings.CLOUDFLARE_CUSTOM_RULES_LIMIT = 20
+
+
+def issue(user, name="laptop"):
+    return services.certificate_issue(
+        user=user, csr=policy_csr(user), validity_days=365, name=name, origin=services.Origin(actor=user)
+    )
+
+
+def writes(emulator) -> list[tuple[str, str]]:
+    return [(e.method, e.path) for e in emulator.request_log if e.method != "GET"]
+
+
+def reads(emulator) -> list[str]:
+    return [e.path for e in emulator.request_log if e.method == "GET"]
+
+
+def portal_rules():
+    entrypoint = get_cloudflare_client().get_entrypoint(ZONE)
+    return {rule.ref: rule for rule in entrypoint.rules if rule.ref.startswith("mtls_portal_")}
+
+
+def test_a_first_sync_creates_the_entrypoint_in_one_write(emulator, alice):
+    certificate = issue(alice)
+    AllowlistEntry.objects.create(owner=alice, network="93.184.216.0/24")
+    emulator.request_log.clear()
+
+    plan = firewall_sync(zone_id=ZONE)
+
+    assert len(reads(emulator)) == 1
+    assert writes(emulator) == [("POST", f"/zones/{ZONE}/rulesets")]
+    rules = portal_rules()
+    assert set(rules) == {rule.ref for rule in plan.add}
+    assert "mtls_portal_base" in rules
+    (binding,) = [rule for ref, rule in rules.items() if ref.startswith("mtls_portal_bind")]
+    assert certificate.fingerprint_sha256 in binding.expression
+    assert "93.184.216.0/24" in binding.expression
+    state = FirewallState.objects.get(zone_id=ZONE)
+    assert state.last_synced_at is not None
+    assert state.ruleset_id
+
+
+def test_a_sync_with_nothing_changed_is_one_read_and_no_write(emulator, alice):
+    issue(alice)
+    firewall_sync(zone_id=ZONE)
+    emulator.request_log.clear()
+
+    plan = firewall_sync(zone_id=ZONE)
+
+    assert plan.is_empty
+    assert len(reads(emulator)) == 1
+    assert writes(emulator) == []
+
+
+def test_one_users_allowlist_change_is_one_read_and_one_write(emulator, alice, bob):
+    issue(alice)
+    issue(bob)
+    AllowlistEntry.objects.create(owner=alice, network="93.184.216.0/24")
+    AllowlistEntry.objects.create(owner=bob, network="8.8.8.0/24")
+    firewall_sync(zone_id=ZONE)
+    emulator.request_log.clear()
+
+    AllowlistEntry.objects.filter(owner=alice).update(network="93.184.0.0/16")
+    firewall_sync(zone_id=ZONE)
+
+    assert len(reads(emulator)) == 1
+    assert len(writes(emulator)) == 1
+    assert writes(emulator)[0][0] == "PATCH"
+
+
+def test_a_revoked_certificate_goes_into_the_deny_rule(emulator, alice):
+    certificate = issue(alice)
+    firewall_sync(zone_id=ZONE)
+    services.certificate_revoke(certificate=certificate, origin=services.Origin(actor=alice))
+
+    firewall_sync(zone_id=ZONE)
+
+    deny = [rule for ref, rule in portal_rules().items() if "deny" in ref]
+    assert len(deny) == 1
+    assert certificate.fingerprint_sha256 in deny[0].expression
+
+
+def test_a_deactivated_users_certificates_are_denied(emulator, alice):
+    certificate = issue(alice)
+    alice.is_active = False
+    alice.save()
+
+    firewall_sync(zone_id=ZONE)
+
+    assert any(
+        certificate.fingerprint_sha256 in rule.expression for ref, rule in portal_rules().items() if "deny" in ref
+    )
+
+
+def test_rules_without_the_prefix_are_never_touched(emulator, alice):
+    client = get_cloudflare_client()
+    ruleset = client.create_entrypoint(ZONE, rules=[FOREIGN])
+    stale = RuleSpec(ref="mtls_portal_bind_9", expression='http.host eq "old.example.com"')
+    client.add_rule(ZONE, ruleset.id, stale)
+    issue(alice)
+
+    firewall_sync(zone_id=ZONE)
+
+    rules = {rule.ref: rule for rule in client.get_entrypoint(ZONE).rules}
+    assert rules["security_team_geo"].expression == FOREIGN.expression
+    assert rules["security_team_geo"].id == ruleset.rules[0].id
+    assert "mtls_portal_bind_9" not in rules, "the portal's own stale rule is deleted"
+    assert "mtls_portal_base" in rules
+
+
+def test_dry_run_shows_the_plan_and_changes_nothing(emulator, alice):
+    certificate = issue(alice)
+    AllowlistEntry.objects.create(owner=alice, network="93.184.216.0/24")
+    out = StringIO()
+
+    call_command("sync_firewall", "--dry-run", stdout=out)
+
+    assert "+ add mtls_portal_base" in out.getvalue()
+    assert certificate.fingerprint_sha256 in out.getvalue()
+    assert "93.184.216.0/24" in out.getvalue()
+    assert "Dry run: nothing was changed." in out.getvalue()
+    assert get_cloudflare_client().get_entrypoint(ZONE) is None
+
+
+def test_exceeding_the_rule_budget_is_a_clear_error_and_no_partial_push(emulator, alice, settings):
+    client = get_cloudflare_client()
+    client.create_entrypoint(ZONE, rules=[FOREIGN])
+    settings.CLOUDFLARE_CUSTOM_RULES_LIMIT = 1
+    issue(alice)
+    emulator.request_log.clear()
+
+    with pytest.raises(FirewallSyncError, match="1 of them are not the portal's"):
+        firewall_sync(zone_id=ZONE)
+
+    assert writes(emulator) == []
+    assert FirewallState.objects.get(zone_id=ZONE).last_error
+
+
+def test_sync_converges_through_429_and_5xx(emulator, alice, bob):
+    issue(alice)
+    issue(bob)
+    AllowlistEntry.objects.create(owner=alice, network="93.184.216.0/24")
+    emulator.faults.rate_limit(times=1, retry_after=1)
+    emulator.faults.server_error(times=2, status=503, method="GET")
+    firewall_sync(zone_id=ZONE)
+    emulator.faults.server_error(times=1, status=502, html=True, method="PATCH")
+    AllowlistEntry.objects.filter(owner=alice).update(network="93.184.0.0/16")
+
+    firewall_sync(zone_id=ZONE)
+
+    emulator.faults.clear()
+    assert firewall_sync(zone_id=ZONE).is_empty
+    assert any("93.184.0.0/16" in rule.expression for rule in portal_rules().values())
+
+
+def test_a_held_lease_refuses_a_second_sync(emulator, alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    FirewallState.objects.create(zone_id=ZONE, lease_owner="other", lease_until=timezone.now() + timedelta(minutes=1))
+
+    with pytest.raises(SyncBusy):
+        firewall_sync(zone_id=ZONE)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_syncing_at_once_leave_no_duplicate_rules(emulator, alice, bob):
+    issue(alice)
+    issue(bob)
+    AllowlistEntry.objects.create(owner=alice, network="93.184.216.0/24")
+    outcomes: list[str] = []
+
+    def worker() -> None:
+        try:
+            firewall_sync(zone_id=ZONE)
+            outcomes.append("synced")
+        except SyncBusy:
+            outcomes.append("busy")
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    refs = [rule.ref for rule in get_cloudflare_client().get_entrypoint(ZONE).rules]
+    assert len(refs) == len(set(refs))
+    assert "synced" in outcomes
+    assert firewall_sync(zone_id=ZONE).is_empty
