@@ -101,7 +101,6 @@ def sweep_stuck() -> int:
 def sync_firewall(self, zone_id: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     from certificates.firewall.sync import SyncBusy, firewall_sync
 
-    cache.delete(_debounce_key(zone_id))
     try:
         plan = firewall_sync(zone_id=zone_id)
     except SyncBusy as exc:
@@ -132,7 +131,9 @@ def request_firewall_sync(zone_id: str) -> None:
 
     def enqueue() -> None:
         delay = settings.FIREWALL_SYNC_DEBOUNCE_SECONDS
-        if cache.add(_debounce_key(zone_id), "1", timeout=delay + 60):
+        # The marker lives exactly as long as the queued sync waits: that sync reads the database after it
+        # expires, so it sees every change made meanwhile, and a later change queues a new sync.
+        if delay <= 0 or cache.add(_debounce_key(zone_id), "1", timeout=delay):
             sync_firewall.apply_async(args=[zone_id], countdown=delay)
 
     transaction.on_commit(enqueue)
