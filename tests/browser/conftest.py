@@ -43,13 +43,6 @@ ARTIFACTS_DIR = Path(
 )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Registered here so that `--strict-markers` accepts the module marks; harmless if pyproject also does.
-    config.addinivalue_line(
-        "markers", "browser: drives the real pages in Chromium (Playwright; needs a Chromium binary)"
-    )
-
-
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
     report = yield
