@@ -1,0 +1,57 @@
+"""Shared set-up for the benchmarks: a throw-away database and an in-process emulator, with its request log.
+
+Benchmarks count Cloudflare calls from the emulator's log (and time where time is the target); their
+output is committed under bench/results/.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    os.environ["DEBUG"] = "true"
+    os.environ["PORTAL_VAR_DIR"] = tempfile.mkdtemp(prefix="portal-bench-")
+    for name in ("DATABASE_URL", "REDIS_URL", "CLOUDFLARE_API_TOKEN"):
+        os.environ.pop(name, None)
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def use_emulator(**kwargs):  # type: ignore[no-untyped-def]
+    """Mount a fresh in-process emulator as the portal's Cloudflare, with a call budget of its own."""
+    from cloudflare.budget import LocalBudget
+    from cloudflare.emulator import Emulator
+    from portal import integrations
+
+    emulator = Emulator(**kwargs)
+    integrations.get_emulator = lambda: emulator  # type: ignore[assignment]
+    integrations.get_call_budget = lambda: LocalBudget()  # type: ignore[assignment]
+    return emulator
+
+
+def header(title: str, command: str) -> str:
+    return (
+        f"# {title}\n"
+        f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, Python {platform.python_version()}\n"
+        f"# command: {command}\n"
+    )
+
+
+def write_result(name: str, text: str) -> None:
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / name).write_text(text)
+    print(text)
