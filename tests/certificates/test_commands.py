@@ -35,3 +35,63 @@ def test_it_creates_the_user_when_asked(db):
 def test_it_refuses_an_unknown_user_without_create_user(db):
     with pytest.raises(CommandError, match="--create-user"):
         run("nobody")
+
+
+def run_command(name: str, *args: str) -> str:
+    out = StringIO()
+    call_command(name, *args, stdout=out)
+    return out.getvalue()
+
+
+def test_check_cloudflare_reports_and_fixes_the_hostname_associations(emulator, settings):
+    settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
+
+    with pytest.raises(CommandError, match="1 check"):
+        run_command("check_cloudflare")
+    fixed = run_command("check_cloudflare", "--fix")
+
+    assert "✓ mTLS enabled on api.example.com" in fixed
+    assert "All checks passed." in run_command("check_cloudflare")
+
+
+def test_check_cloudflare_keeps_hostnames_others_associated(emulator, settings):
+    from portal.integrations import get_cloudflare_client
+
+    settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
+    get_cloudflare_client().put_hostname_associations("0" * 32, ["admin.example.com"])
+
+    run_command("check_cloudflare", "--fix")
+
+    assert get_cloudflare_client().get_hostname_associations("0" * 32).hostnames == (
+        "admin.example.com",
+        "api.example.com",
+    )
+
+
+def test_check_cloudflare_reports_each_check_on_its_own(emulator, settings):
+    from portal.integrations import get_cloudflare_client
+
+    settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
+    get_cloudflare_client().put_hostname_associations("0" * 32, ["api.example.com"])
+    emulator.faults.server_error(times=100, status=503, method="GET", path="rulesets")
+
+    output = StringIO()
+    with pytest.raises(CommandError, match="1 check"):
+        call_command("check_cloudflare", stdout=output)
+    assert "✓ client certificates (Zone: SSL and Certificates)" in output.getvalue()
+    assert "✗ custom rules (Zone: Zone WAF)" in output.getvalue()
+
+
+def test_poll_certificates_runs_one_pass(emulator, alice):
+    from tests.support.pki import policy_csr
+
+    certificate = services.certificate_issue(
+        user=alice, csr=policy_csr(alice), validity_days=365, name="x", origin=services.Origin(actor=alice)
+    )
+    services.certificate_revoke(certificate=certificate, origin=services.Origin(actor=alice))
+    emulator.clock.advance(31)
+
+    output = run_command("poll_certificates")
+
+    assert f"certificate {certificate.pk}: pending_revocation -> revoked" in output
+    assert "1 in flight, 1 changed." in output

@@ -137,3 +137,25 @@ def test_staff_without_two_factor_are_sent_to_set_it_up(db):
 
 def test_staff_with_two_factor_reach_the_admin(charlie):
     assert logged_in(charlie).get(reverse("admin:index")).status_code == 200
+
+
+def test_the_staff_firewall_page_shows_the_plan(emulator, issued, charlie, settings):
+    settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
+
+    response = logged_in(charlie).get(reverse("certificates:firewall"))
+
+    assert response.status_code == 200
+    assert b"mtls_portal_base" in response.content
+    assert b"No sync has run yet" in response.content
+
+
+def test_the_firewall_page_is_for_staff_only(db, alice):
+    assert logged_in(alice).get(reverse("certificates:firewall")).status_code == 302
+
+
+def test_renew_starts_a_new_certificate_with_the_same_name(issued, alice, bob):
+    mine = logged_in(alice).get(reverse("certificates:new") + f"?renew={issued.pk}")
+    theirs = logged_in(bob).get(reverse("certificates:new") + f"?renew={issued.pk}")
+
+    assert mine.context["name_suggestion"] == "build server"
+    assert theirs.context["name_suggestion"] != "build server"
