@@ -1,0 +1,595 @@
+"""Compile the portal's database state into the zone's desired WAF custom rules (DESIGN.md, "Firewall layout").
+
+Pure Python: no Django, no I/O. The sync (``certificates.firewall.sync``) reads the database and the zone,
+calls ``compile_rules`` and writes the difference by ``ref``.
+
+Rules, all with action ``block`` and a ``ref`` that starts with ``prefix``:
+
+* ``<prefix>base``: on the protected hostnames, no verified certificate or a revoked one.
+* ``<prefix>deny_<n>``: on the protected hostnames, fingerprints the portal knows must not be used
+  (revoked, pending revocation, owner deactivated).
+* ``<prefix>bind_<n>``: on the protected hostnames, one clause per user with an allowlist,
+  ``(fingerprint in {that user's certificates} and not ip.src in {that user's networks})``, many users'
+  clauses OR-ed together.
+
+Every rule is scoped to ``http.host in {<protected hostnames>}`` so that it can never block another
+hostname of the zone. With no protected hostnames there is nothing to protect and nothing to scope to, so
+the compiler returns no rules at all (the sync then deletes the portal's rules).
+
+Packing is stable (see ``_Packer``): given the placement of the rules as they are in the zone, a change to
+one user rewrites the one rule that holds the user, or two when the user's clause no longer fits there
+and moves. Each packing decision uses exact lengths from ``cloudflare.expressions``; each rule is
+rendered once and checked with Cloudflare's parser (``validate``) before it is returned.
+
+Fingerprint sets are rendered by ``_fingerprint_set`` rather than ``StringSet``: fingerprints are first
+checked to be 64 lowercase hex digits, for which ``quote`` is just the surrounding quotes, and
+``StringSet``'s general per-value checks cost about 1 s for 100,000 fingerprints on the target machine,
+the whole time budget. The tests check that both give the same text.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import octorules_wirefilter
+
+from cloudflare.expressions import (
+    CERT_FINGERPRINT_SHA256,
+    CERT_REVOKED,
+    CERT_VERIFIED,
+    HTTP_HOST,
+    IP_SRC,
+    MAX_EXPRESSION_LENGTH,
+    And,
+    Comparison,
+    Expression,
+    IPSet,
+    Not,
+    Or,
+    StringSet,
+    joined_length,
+    validate,
+)
+
+__all__ = [
+    "BindingRulePlacement",
+    "DesiredRule",
+    "FirewallCompileError",
+    "FirewallInputs",
+    "Placement",
+    "RuleBudgetExceeded",
+    "UserBinding",
+    "allowlist_fits",
+    "clear_caches",
+    "compile_rules",
+    "placement_of",
+]
+
+BASE = "base"
+DENY = "deny"
+BIND = "bind"
+
+BASE_DESCRIPTION = "mTLS portal: require a verified, unrevoked client certificate on the API hostnames"
+DENY_DESCRIPTION = "mTLS portal: deny {count} revoked or suspended certificates"
+BIND_DESCRIPTION = "mTLS portal: allowlist binding for users {users}"
+
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_FINGERPRINTS = re.compile(r"(?:[0-9a-f]{64}\n)*")
+_FINGERPRINT_LENGTH = 64
+_REF_SUFFIX = re.compile(r"(deny|bind)_([1-9][0-9]{0,8})")
+_BIND_USERS = re.compile(r"allowlist binding for users((?: [0-9]+)+)")
+
+# Exact rendered sizes of fingerprint sets: each member is 64 hex digits in quotes, members are separated
+# by one space, the set has braces. Checked against StringSet in the tests.
+_QUOTED_FINGERPRINT = 66
+_PER_FINGERPRINT = _QUOTED_FINGERPRINT + 1
+_SAMPLE_FINGERPRINT = "0" * 64
+
+# Joining one more clause to a disjunction costs its length plus " or " (cloudflare.expressions.joined_length).
+_OR_SEPARATOR = len(" or ")
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs and outputs
+
+
+@dataclass(frozen=True)
+class UserBinding:
+    """A user with a non-empty allowlist and the certificates the allowlist applies to."""
+
+    user_id: int
+    fingerprints: tuple[str, ...]  # lowercase hex SHA-256 of the user's usable certificates
+    networks: tuple[str, ...]  # CIDRs or addresses, IPv4 and IPv6; an empty tuple means "from anywhere"
+
+
+@dataclass(frozen=True)
+class FirewallInputs:
+    hostnames: tuple[str, ...]  # PORTAL_API_HOSTNAMES
+    denied_fingerprints: tuple[str, ...]  # revoked, pending revocation, or owned by deactivated users
+    bindings: tuple[UserBinding, ...]
+
+
+@dataclass(frozen=True)
+class DesiredRule:
+    ref: str
+    expression: str
+    description: str
+    action: str = "block"
+
+
+@dataclass(frozen=True)
+class BindingRulePlacement:
+    """What a binding rule in the zone holds: user ids from its description (None if unreadable),
+    fingerprints and the expression text itself (to tell unchanged clauses from changed ones)."""
+
+    user_ids: frozenset[int] | None
+    fingerprints: frozenset[str]
+    expression: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which keys sit in which numbered rule now: fingerprints for deny rules, users for binding rules."""
+
+    deny: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    bind: Mapping[int, BindingRulePlacement] = field(default_factory=dict)
+
+
+class FirewallCompileError(ValueError):
+    """The inputs cannot be compiled into valid rules (the message says why)."""
+
+
+class RuleBudgetExceeded(FirewallCompileError):
+    """More portal rules are needed than the zone has room for; no rules were produced."""
+
+    def __init__(self, message: str, *, needed: int, allowed: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.allowed = allowed
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the rules back from the zone
+
+
+def placement_of(rules: Iterable[tuple[str, str, str]]) -> Placement:
+    """Recover the placement from the portal's rules as they are in the zone: ``(ref, expression, description)``.
+
+    Refs are recognised by their suffix (``deny_<n>``, ``bind_<n>``), so the caller passes only the rules
+    whose ref has the portal's prefix. Rules edited by hand are tolerated: an unparseable expression gives
+    an empty placement for that rule, an unreadable description makes the binding rule fall back to the
+    fingerprints in its expression. The placement only steers where keys go; it never affects what the
+    compiled rules enforce.
+    """
+    deny: dict[int, frozenset[str]] = {}
+    bind: dict[int, BindingRulePlacement] = {}
+    for ref, expression, description in rules:
+        match = _REF_SUFFIX.search(ref)
+        if match is None or match.end() != len(ref):
+            continue
+        kind, number = match.group(1), int(match.group(2))
+        fingerprints = _fingerprints_in(expression)
+        if kind == DENY:
+            deny[number] = fingerprints
+        else:
+            bind[number] = BindingRulePlacement(
+                user_ids=_user_ids_in(description) if fingerprints else frozenset(),
+                fingerprints=fingerprints,
+                expression=expression if fingerprints else "",
+            )
+    return Placement(deny=deny, bind=bind)
+
+
+def _fingerprints_in(expression: str) -> frozenset[str]:
+    try:
+        parsed = octorules_wirefilter.parse_expression(expression)
+    except Exception:  # the parser is foreign code; a hand-edited rule must never stop a sync
+        return frozenset()
+    if not isinstance(parsed, dict) or parsed.get("error"):
+        return frozenset()
+    literals = parsed.get("string_literals") or ()
+    return frozenset(value for value in literals if isinstance(value, str) and _FINGERPRINT.fullmatch(value))
+
+
+def _user_ids_in(description: str) -> frozenset[int] | None:
+    match = _BIND_USERS.search(description or "")
+    if match is None:
+        return None
+    return frozenset(int(user_id) for user_id in match.group(1).split())
+
+
+# --------------------------------------------------------------------------------------------------
+# Compiling
+
+
+def compile_rules(
+    inputs: FirewallInputs, *, prefix: str, max_rules: int, previous: Placement | None = None
+) -> list[DesiredRule]:
+    """The portal's complete desired rule set: base, then deny rules, then binding rules, by number.
+
+    Raises ``RuleBudgetExceeded`` if more than ``max_rules`` rules are needed (never a partial set) and
+    ``FirewallCompileError`` for inputs no rule can express (malformed fingerprint, duplicate user,
+    hostnames too long to leave room for anything else).
+    """
+    if not prefix:
+        raise FirewallCompileError("the rule ref prefix must not be empty: it is how the portal's rules are found")
+    hostnames = _normalized_hostnames(inputs.hostnames)
+    if not hostnames:
+        return []
+    previous = previous or Placement()
+    scope = HTTP_HOST.in_(StringSet(hostnames))
+
+    denied = set(_normalized_fingerprints(inputs.denied_fingerprints))
+    deny_bins = _pack_deny(scope, denied, previous, max_rules)
+    clauses = _binding_clauses(scope, inputs.bindings, denied)
+    bind_bins = _pack_bindings(scope, clauses, previous, max_rules)
+
+    needed = 1 + len(deny_bins) + len(bind_bins)
+    if needed > max_rules:
+        users = len({clause.user_id for clause in clauses})
+        raise RuleBudgetExceeded(
+            f"The portal needs {needed} firewall rules but may use {max_rules}: 1 base rule, "
+            f"{len(deny_bins)} deny rule(s) for {len(denied)} revoked or suspended certificate(s), and "
+            f"{len(bind_bins)} binding rule(s) for the allowlists of {users} user(s) "
+            f"({sum(len(clause.fingerprints) for clause in clauses)} certificate(s)).",
+            needed=needed,
+            allowed=max_rules,
+        )
+
+    rules = [
+        _rule(prefix + BASE, And(scope, Or(Not(CERT_VERIFIED.is_true()), CERT_REVOKED.is_true())), BASE_DESCRIPTION)
+    ]
+    for number, fingerprints in sorted(deny_bins.items()):
+        members = sorted(fingerprints)
+        description = DENY_DESCRIPTION.format(count=len(members))
+        rules.append(_rule(f"{prefix}{DENY}_{number}", And(scope, _fingerprint_set(members)), description))
+    for number, members in sorted(bind_bins.items()):
+        members.sort(key=_Clause.sort_key)
+        description = BIND_DESCRIPTION.format(users=" ".join(str(user) for user in _unique_users(members)))
+        expression = And(scope, Or(*(clause.expression for clause in members)))
+        rules.append(_rule(f"{prefix}{BIND}_{number}", expression, description))
+    return rules
+
+
+def allowlist_fits(hostnames: Sequence[str], networks: Sequence[str]) -> bool:
+    """Whether a binding clause with these networks and one certificate fits in a rule.
+
+    A user whose allowlist does not fit cannot be enforced per network; the compiler then blocks that
+    user's certificates from everywhere (failing closed) rather than failing the whole zone. The allowlist
+    form can call this to refuse such a list up front.
+    """
+    normalized = _normalized_hostnames(hostnames)
+    if not normalized or not networks:
+        return True
+    scope = HTTP_HOST.in_(StringSet(normalized))
+    return _Clause.cost_for(1, _network_condition(tuple(networks))) <= _bind_capacity(scope)
+
+
+def _rule(ref: str, expression: Expression, description: str) -> DesiredRule:
+    text = expression.render()
+    if len(text) != expression.length or len(text) > MAX_EXPRESSION_LENGTH:
+        raise AssertionError(f"{ref}: rendered {len(text)} characters, expected {expression.length}")  # a bug
+    _validate_once(text)
+    return DesiredRule(ref=ref, expression=text, description=description)
+
+
+# Expressions that passed validate(), most recently used last. validate() depends on the text alone, so a
+# text seen before needs no new check; a sync usually changes one rule, and validating ~2,000 large rules
+# costs about a second (mostly validate's scan for empty sets, in Python). Bounded: Enterprise zones have
+# at most 1,000 custom rules.
+_VALIDATED: dict[str, None] = {}
+_VALIDATED_MAX = 4096
+_VALIDATED_LOCK = threading.Lock()
+
+
+def _validate_once(text: str) -> None:
+    with _VALIDATED_LOCK:
+        if _VALIDATED.pop(text, False) is None:
+            _VALIDATED[text] = None  # seen before: move to the most recently used end
+            return
+    validate(text)  # raises ExpressionError: a bug in the compiler, never returned to the caller as a rule
+    with _VALIDATED_LOCK:
+        while len(_VALIDATED) >= _VALIDATED_MAX:
+            _VALIDATED.pop(next(iter(_VALIDATED)))
+        _VALIDATED[text] = None
+
+
+def clear_caches() -> None:
+    """Forget validated expressions and built allowlist sets (for benchmarks and tests)."""
+    with _VALIDATED_LOCK:
+        _VALIDATED.clear()
+    _network_condition.cache_clear()
+
+
+def _normalized_hostnames(hostnames: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(hostnames, str):
+        raise TypeError("hostnames must be a sequence of hostnames, not a single string")
+    return tuple(sorted({hostname.strip().lower() for hostname in hostnames if hostname.strip()}))
+
+
+def _normalized_fingerprints(fingerprints: Sequence[str]) -> list[str]:
+    # The usual case, all already normalized, is checked with one regular-expression call: a large zone
+    # has 100,000 fingerprints. With the length check the join cannot hide a bad value: the text then has
+    # exactly one newline per value, all from the join, so each value is 64 hex digits on its own.
+    joined = "\n".join(fingerprints) + "\n"
+    if len(joined) == (_FINGERPRINT_LENGTH + 1) * len(fingerprints) and _FINGERPRINTS.fullmatch(joined):
+        return list(fingerprints)
+    return [_normalized_fingerprint(fingerprint) for fingerprint in fingerprints]
+
+
+def _normalized_fingerprint(fingerprint: str) -> str:
+    normalized = fingerprint.lower().replace(":", "")  # "AB:CD:..." is how tools print them
+    if not _FINGERPRINT.fullmatch(normalized):
+        raise FirewallCompileError(f"{fingerprint!r} is not a SHA-256 fingerprint (64 hex digits)")
+    return normalized
+
+
+def _fingerprint_set(fingerprints: Sequence[str]) -> Comparison:
+    """``cf.tls_client_auth.cert_fingerprint_sha256 in {"<fp>" ...}`` for sorted, unique, normalized values.
+
+    Same text as ``CERT_FINGERPRINT_SHA256.in_(StringSet(fingerprints))``: a 64-hex-digit value needs no
+    escaping, so its quoted form is the value in double quotes.
+    """
+    if not fingerprints:
+        raise AssertionError("empty fingerprint set")  # a bug: callers never build one
+    return Comparison(CERT_FINGERPRINT_SHA256, "in", '{"' + '" "'.join(fingerprints) + '"}')
+
+
+@lru_cache(maxsize=65536)
+def _network_condition(networks: tuple[str, ...]) -> Expression:
+    """``not ip.src in {...}``; cached because allowlists are often shared (an office network) and IPSet's
+    normalisation costs tens of microseconds per set."""
+    try:
+        return Not(IP_SRC.in_(IPSet(networks)))
+    except ValueError as exc:
+        raise FirewallCompileError(f"allowlist {list(networks)}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------------
+# Sizes. Every formula is derived from the builder's exact lengths of sample expressions, so it stays
+# right if the builder's spacing changes; _rule checks each rendered rule against the computed length.
+
+
+@lru_cache(maxsize=1)
+def _one_fingerprint_length() -> int:
+    return _fingerprint_set([_SAMPLE_FINGERPRINT]).length
+
+
+def _fingerprints_length(count: int) -> int:
+    return _one_fingerprint_length() + _PER_FINGERPRINT * (count - 1)
+
+
+def _deny_per_rule(scope: Expression) -> int:
+    one = joined_length([scope, _fingerprint_set([_SAMPLE_FINGERPRINT])], "and")
+    room = MAX_EXPRESSION_LENGTH - one
+    if room < 0:
+        raise FirewallCompileError(
+            f"the protected hostnames take {scope.length} characters and leave no room for a fingerprint in "
+            f"a {MAX_EXPRESSION_LENGTH}-character rule; protect fewer hostnames"
+        )
+    return 1 + room // _PER_FINGERPRINT
+
+
+def _bind_capacity(scope: Expression) -> int:
+    """Room for clauses in a binding rule, where each clause costs its length plus " or "."""
+    # (scope and (c1 or c2 ...)): measure the overhead with two sample clauses. A rule with one clause is
+    # rendered flattened and is shorter, so this is exact for two or more clauses and safe for one.
+    sample = _fingerprint_set([_SAMPLE_FINGERPRINT])
+    overhead = joined_length([scope, Or(sample, sample)], "and") - 2 * sample.length - _OR_SEPARATOR
+    return MAX_EXPRESSION_LENGTH - overhead + _OR_SEPARATOR
+
+
+# --------------------------------------------------------------------------------------------------
+# Binding clauses
+
+
+@dataclass
+class _Clause:
+    """One user's binding clause (or one piece of it when the user's certificates need several clauses)."""
+
+    user_id: int
+    chunk: int
+    fingerprints: list[str]
+    networks: Expression | None  # None: the allowlist cannot fit in a rule, so block the certificates outright
+    cost: int
+
+    @staticmethod
+    def cost_for(count: int, networks: Expression | None) -> int:
+        length = _fingerprints_length(count)
+        if networks is not None:
+            length += 2 + len(" and ") + networks.length
+        return length + _OR_SEPARATOR
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.user_id, self.chunk)
+
+    @staticmethod
+    def sort_key(clause: _Clause) -> tuple[int, int]:
+        return (clause.user_id, clause.chunk)
+
+    @property
+    def expression(self) -> Expression:
+        fingerprints = _fingerprint_set(self.fingerprints)
+        return fingerprints if self.networks is None else And(fingerprints, self.networks)
+
+    def text(self) -> str:
+        # The clause as it appears inside a rule, without the parentheses a lone clause loses when the
+        # rule is flattened: "fp in {...} and not ip.src in {...}".
+        expression = self.expression
+        rendered = expression.render()
+        return rendered[1:-1] if self.networks is not None else rendered
+
+
+def _binding_clauses(scope: Expression, bindings: Iterable[UserBinding], denied: set[str]) -> list[_Clause]:
+    capacity = _bind_capacity(scope)
+    clauses: list[_Clause] = []
+    seen: set[int] = set()
+    for binding in bindings:
+        if binding.user_id in seen:
+            raise FirewallCompileError(f"user {binding.user_id} has more than one binding")
+        seen.add(binding.user_id)
+        if not binding.networks:
+            continue  # an empty allowlist allows any address: nothing to enforce
+        fingerprints = sorted(set(_normalized_fingerprints(binding.fingerprints)) - denied)
+        if not fingerprints:
+            continue  # no usable certificate; the deny rules block the others
+        networks: Expression | None = _network_condition(tuple(binding.networks))
+        if _Clause.cost_for(1, networks) > capacity:
+            networks = None  # fail closed for this user only; see allowlist_fits
+        per_clause = 1 + (capacity - _Clause.cost_for(1, networks)) // _PER_FINGERPRINT
+        for chunk, start in enumerate(range(0, len(fingerprints), per_clause)):
+            part = fingerprints[start : start + per_clause]
+            clauses.append(_Clause(binding.user_id, chunk, part, networks, _Clause.cost_for(len(part), networks)))
+    return clauses
+
+
+def _unique_users(clauses: Iterable[_Clause]) -> list[int]:
+    return sorted({clause.user_id for clause in clauses})
+
+
+# --------------------------------------------------------------------------------------------------
+# Packing
+
+
+class _Packer:
+    """Stable first-fit packing of items into numbered bins of one capacity.
+
+    1. Sticky: each item whose key sat in a bin before stays there if it still fits. Within a bin, items
+       that are unchanged go first, so when a bin overflows it is a changed item that moves.
+    2. New and moved items go, in key order, into the lowest-numbered open bin with room (a max segment
+       tree over bin numbers finds it in O(log n)); a new bin takes the lowest unused number.
+    Bins left empty are dropped. The outcome depends only on the items and the previous placement.
+    """
+
+    def __init__(self, capacity: int, size: int) -> None:
+        self.capacity = capacity
+        self.leaves = 1
+        while self.leaves < size + 1:
+            self.leaves *= 2
+        self.tree = [-1] * (2 * self.leaves)  # free room per bin; -1 means not open
+        self.used: dict[int, int] = {}
+        self.members: dict[int, list] = {}
+
+    def _set(self, number: int, free: int) -> None:
+        position = number + self.leaves
+        self.tree[position] = free
+        position //= 2
+        while position:
+            self.tree[position] = max(self.tree[2 * position], self.tree[2 * position + 1])
+            position //= 2
+
+    def fits(self, number: int, cost: int) -> bool:
+        return self.used.get(number, 0) + cost <= self.capacity
+
+    def put(self, number: int, item: object, cost: int) -> None:
+        self.used[number] = self.used.get(number, 0) + cost
+        self.members.setdefault(number, []).append(item)
+        self._set(number, self.capacity - self.used[number])
+
+    def first_fit(self, item: object, cost: int, unused: list[int]) -> None:
+        if self.tree[1] >= cost:
+            position = 1
+            while position < self.leaves:
+                position = 2 * position if self.tree[2 * position] >= cost else 2 * position + 1
+            self.put(position - self.leaves, item, cost)
+            return
+        while True:
+            number = heapq.heappop(unused)
+            if number not in self.used:
+                break
+        self.put(number, item, cost)
+
+    def unused_numbers(self) -> list[int]:
+        numbers = [number for number in range(1, self.leaves) if number not in self.used]
+        heapq.heapify(numbers)
+        return numbers
+
+
+def _usable_previous(numbers: Iterable[int], limit: int) -> list[int]:
+    # A number beyond the budget cannot be kept anyway (bins are numbered from 1 without gaps when packed
+    # fresh); ignoring it also keeps a hand-made "bind_99999999" from sizing the packer.
+    return sorted(number for number in numbers if number <= limit)
+
+
+def _pack_deny(scope: Expression, denied: set[str], previous: Placement, max_rules: int) -> dict[int, list[str]]:
+    per_rule = _deny_per_rule(scope)
+    numbers = _usable_previous(previous.deny, max_rules)
+    packer = _Packer(per_rule, len(denied) + (numbers[-1] if numbers else 0))
+    placed: set[str] = set()
+    for number in numbers:
+        for fingerprint in sorted(previous.deny[number] & denied - placed):
+            if packer.fits(number, 1):
+                packer.put(number, fingerprint, 1)
+                placed.add(fingerprint)
+    unused = packer.unused_numbers()
+    for fingerprint in sorted(denied - placed):
+        packer.first_fit(fingerprint, 1, unused)
+    return packer.members
+
+
+def _pack_bindings(
+    scope: Expression, clauses: list[_Clause], previous: Placement, max_rules: int
+) -> dict[int, list[_Clause]]:
+    numbers = _usable_previous(previous.bind, max_rules)
+    packer = _Packer(_bind_capacity(scope), len(clauses) + (numbers[-1] if numbers else 0))
+    sticky = _sticky_bins(clauses, previous, numbers)
+    moving: list[_Clause] = []
+    by_bin: dict[int, list[_Clause]] = {}
+    for clause in clauses:
+        number = sticky.get(clause.key)
+        if number is None:
+            moving.append(clause)
+        else:
+            by_bin.setdefault(number, []).append(clause)
+    for number, candidates in sorted(by_bin.items()):
+        if sum(clause.cost for clause in candidates) > packer.capacity:
+            # Overflow: keep the clauses that are unchanged (their text is in the rule as it is now) so
+            # that the changed ones are the ones that move. Only here is a clause rendered for packing.
+            before = previous.bind[number].expression
+            candidates.sort(key=lambda clause: clause.text() not in before)
+        for clause in candidates:
+            if packer.fits(number, clause.cost):
+                packer.put(number, clause, clause.cost)
+            else:
+                moving.append(clause)
+    moving.sort(key=_Clause.sort_key)
+    unused = packer.unused_numbers()
+    for clause in moving:
+        packer.first_fit(clause, clause.cost, unused)
+    return packer.members
+
+
+def _sticky_bins(clauses: list[_Clause], previous: Placement, numbers: list[int]) -> dict[tuple[int, int], int]:
+    """For each clause, the bin it stays in if it fits: a user's n-th clause goes to the n-th of the bins
+    that held the user before."""
+    if not numbers:
+        return {}
+    bins_of_user: dict[int, list[int]] = {}
+    by_fingerprint: dict[str, list[int]] = {}
+    for number in numbers:
+        placement = previous.bind[number]
+        if placement.user_ids is not None:
+            for user_id in placement.user_ids:
+                bins_of_user.setdefault(user_id, []).append(number)
+        else:  # description edited by hand: recognise users by their certificates instead
+            for fingerprint in placement.fingerprints:
+                by_fingerprint.setdefault(fingerprint, []).append(number)
+    if by_fingerprint:
+        for clause in clauses:
+            for fingerprint in clause.fingerprints:
+                for number in by_fingerprint.get(fingerprint, ()):
+                    found = bins_of_user.setdefault(clause.user_id, [])
+                    if number not in found:
+                        found.append(number)
+    sticky: dict[tuple[int, int], int] = {}
+    for clause in clauses:
+        found = sorted(bins_of_user.get(clause.user_id, ()))
+        if clause.chunk < len(found):
+            sticky[clause.key] = found[clause.chunk]
+    return sticky

@@ -1,0 +1,46 @@
+"""The test evaluator itself: precedence, sets and membership, on hand-written expressions."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from tests.firewall.evaluator import EvaluatorError, Request, matches
+
+FP = "ab" * 32
+REQUEST = Request(host="api.example.com", ip=ipaddress.ip_address("192.0.2.7"), fingerprint=FP)
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ('http.host in {"api.example.com" "x"}', True),
+        ('http.host in {"other.example.com"}', False),
+        ("ip.src in {192.0.2.0/24}", True),
+        ("ip.src in {192.0.2.8 2001:db8::/32}", False),
+        ("not ip.src in {192.0.2.0/24}", False),
+        ("not ip.src in {2001:db8::/32}", True),
+        ("cf.tls_client_auth.cert_verified", True),
+        ("not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked", False),
+        # "and" binds tighter than "or"; "not" tighter than both.
+        ("cf.tls_client_auth.cert_revoked and cf.tls_client_auth.cert_verified or ip.src in {192.0.2.7}", True),
+        ("cf.tls_client_auth.cert_revoked and (cf.tls_client_auth.cert_verified or ip.src in {192.0.2.7})", False),
+        (
+            f'(http.host in {{"api.example.com"}} and (cf.tls_client_auth.cert_fingerprint_sha256 in {{"{FP}"}}'
+            " and not ip.src in {198.51.100.0/24}))",
+            True,
+        ),
+        ('http.host in {"a\\"b"}', False),
+    ],
+)
+def test_it_evaluates_the_subset_the_compiler_emits(expression: str, expected: bool) -> None:
+    assert matches(expression, REQUEST) is expected
+
+
+@pytest.mark.parametrize(
+    "expression", ['http.host eq "x"', "ip.src in {}", "(cf.tls_client_auth.cert_verified", "true"]
+)
+def test_it_refuses_what_it_does_not_understand(expression: str) -> None:
+    with pytest.raises(EvaluatorError):
+        matches(expression, REQUEST)
