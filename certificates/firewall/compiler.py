@@ -12,7 +12,8 @@ Rules, all with action ``block`` and a ``ref`` that starts with ``prefix``:
   ``(fingerprint in {that user's certificates} and not ip.src in {that user's networks})``, many users'
   clauses OR-ed together.
 
-Every rule is scoped to ``http.host in {<protected hostnames>}`` so that it can never block another
+Every rule is scoped to ``lower(http.host) in {<protected hostnames>}`` (the Host header's case is the
+client's choice, and string comparisons are case-sensitive) so that it can never block another
 hostname of the zone. With no protected hostnames there is nothing to protect and nothing to scope to, so
 the compiler returns no rules at all (the sync then deletes the portal's rules).
 
@@ -49,6 +50,7 @@ from cloudflare.expressions import (
     Comparison,
     Expression,
     IPSet,
+    Lower,
     Not,
     Or,
     StringSet,
@@ -222,7 +224,7 @@ def compile_rules(
     if not hostnames:
         return []
     previous = previous or Placement()
-    scope = HTTP_HOST.in_(StringSet(hostnames))
+    scope = Lower(HTTP_HOST).in_(StringSet(hostnames))
 
     denied = set(_normalized_fingerprints(inputs.denied_fingerprints))
     deny_bins = _pack_deny(scope, denied, previous, max_rules)
@@ -266,7 +268,7 @@ def allowlist_fits(hostnames: Sequence[str], networks: Sequence[str]) -> bool:
     normalized = _normalized_hostnames(hostnames)
     if not normalized or not networks:
         return True
-    scope = HTTP_HOST.in_(StringSet(normalized))
+    scope = Lower(HTTP_HOST).in_(StringSet(normalized))
     return _Clause.cost_for(1, _network_condition(tuple(networks))) <= _bind_capacity(scope)
 
 

@@ -502,3 +502,17 @@ def test_it_builds_binding_clauses_and_packs_them_into_one_rule() -> None:
     assert render(rule) == f"{clause} or {clause}"
     validate(render(rule))
     assert rule.length == joined_length([clause, clause], "or") == len(render(rule))
+
+
+def test_it_lowercases_a_string_field_for_case_insensitive_matching():
+    from cloudflare.expressions import HTTP_HOST, IP_SRC, Lower
+
+    comparison = Lower(HTTP_HOST).in_(StringSet(["api.example.com"]))
+
+    assert render(comparison) == 'lower(http.host) in {"api.example.com"}'
+    assert len(comparison) == len(render(comparison))
+    validate(render(comparison))
+    with pytest.raises(ExpressionError, match="uppercase"):
+        Lower(HTTP_HOST).in_(StringSet(["API.example.com"]))
+    with pytest.raises(ExpressionError, match="STRING"):
+        Lower(IP_SRC)

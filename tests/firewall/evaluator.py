@@ -7,7 +7,8 @@ the compiler check the expressions themselves. Supported:
   (wirefilter's precedence);
 * ``<field> in {<members>}`` with quoted strings (``\\"`` and ``\\\\`` escapes) or IP literals
   (single addresses and CIDRs, IPv4 and IPv6);
-* bare boolean fields (``cf.tls_client_auth.cert_verified``).
+* bare boolean fields (``cf.tls_client_auth.cert_verified``);
+* ``lower(<string field>) in {...}``.
 
 Anything else raises ``EvaluatorError``, so an unexpected construct fails the test instead of being
 misread.
@@ -136,6 +137,13 @@ class _Parser:
             raise EvaluatorError(f"unexpected {value!r}")
         if value in BOOL_FIELDS:
             return ("bool", value)
+        lowered = value == "lower"
+        if lowered:
+            self.expect("(")
+            value = self.take()[1]
+            self.expect(")")
+            if value not in STRING_FIELDS:
+                raise EvaluatorError(f"lower() needs a string field, got {value!r}")
         if value not in STRING_FIELDS | IP_FIELDS:
             raise EvaluatorError(f"unknown field {value!r}")
         self.expect("in")
@@ -154,7 +162,7 @@ class _Parser:
         self.take()
         if not members:
             raise EvaluatorError("empty set")
-        return ("in", value, frozenset(members) if value in STRING_FIELDS else tuple(members))
+        return ("in", value, frozenset(members) if value in STRING_FIELDS else tuple(members), lowered)
 
 
 def parse(expression: str) -> Any:
@@ -171,8 +179,8 @@ def evaluate(node: Any, fields: Mapping[str, Any]) -> bool:
         return not evaluate(node[1], fields)
     if kind == "bool":
         return bool(fields[node[1]])
-    _, field, members = node
-    value = fields[field]
+    _, field, members, lowered = node
+    value = fields[field].lower() if lowered else fields[field]
     if field in IP_FIELDS:
         return any(value.version == network.version and value in network for network in members)
     return value in members

@@ -105,7 +105,7 @@ def check_rules(rules: list[DesiredRule]) -> None:
         assert len(rule.expression) <= MAX_EXPRESSION_LENGTH
         validate(rule.expression)
         assert "error" not in octorules_wirefilter.parse_expression(rule.expression)
-        assert rule.expression.startswith("(http.host in {")
+        assert rule.expression.startswith("(lower(http.host) in {")
 
 
 # --- Strategies ------------------------------------------------------------------------------------------
@@ -203,6 +203,17 @@ def test_it_gives_each_case_its_decision(world: World) -> None:
                 assert blocked(rules, Request(host=host, ip=ip, fingerprint=fp)) == bool(outside)
 
 
+@settings(max_examples=40, deadline=None)
+@given(world=worlds(max_users=3), data=st.data())
+def test_the_hosts_case_does_not_matter(world: World, data: st.DataObject) -> None:
+    """A client picks the case of its Host header; the rules decide the same for every spelling."""
+    rules = compile_world(world)
+    request = data.draw(requests_for(world))
+    shouted = replace(request, host=request.host.upper())
+    mixed = replace(request, host="".join(c.upper() if i % 2 else c for i, c in enumerate(request.host)))
+    assert blocked(rules, shouted) == blocked(rules, mixed) == world.blocks(request)
+
+
 def test_it_allows_a_user_with_an_empty_allowlist_from_anywhere() -> None:
     rng = random.Random(7)
     fps = [rng.randbytes(32).hex() for _ in range(2)]
@@ -278,7 +289,7 @@ def test_it_renders_fingerprint_sets_exactly_like_the_builder() -> None:
         FirewallInputs(("api.example.com",), tuple(fps), ()), prefix=PREFIX, max_rules=5, previous=None
     )
     expected = CERT_FINGERPRINT_SHA256.in_(StringSet(fps)).render()
-    assert rules[1].expression == f'(http.host in {{"api.example.com"}} and {expected})'
+    assert rules[1].expression == f'(lower(http.host) in {{"api.example.com"}} and {expected})'
 
 
 # --- Budget, empty inputs, bad inputs, determinism -------------------------------------------------------
