@@ -161,22 +161,20 @@ def _resolve_ambiguous_create(
     try:
         adopted = certificate_reconcile_unconfirmed(certificate=certificate, origin=origin)
     except cf_errors.CloudflareError:
-        adopted = None
-    certificate.refresh_from_db()
-    if adopted is not None and adopted.status != Certificate.Status.UNCONFIRMED:
-        _firewall_changed(adopted.zone_id)
-        return adopted
-    if (
-        adopted is None
-        and Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.UNCONFIRMED).exists()
-    ):
+        # Cloudflare cannot be asked right now: the workers settle the row once it answers again.
         from certificates.tasks import request_reconcile
 
-        request_reconcile(certificate.pk)  # the workers settle it once Cloudflare answers again
-    raise CloudflareUnavailableError(
-        "Cloudflare did not confirm the certificate. The portal will check and it will appear on your "
-        "dashboard if it was issued; keep this tab open, your key exists only here."
-    )
+        request_reconcile(certificate.pk)
+        raise CloudflareUnavailableError(
+            "Cloudflare did not confirm the certificate. The portal keeps checking and it will appear on your "
+            "dashboard if it was issued; keep this tab open, your key exists only here."
+        ) from error
+    if adopted is None:
+        raise CloudflareUnavailableError(
+            "Cloudflare did not answer, and it has no certificate for this request: nothing was issued. Try again."
+        ) from error
+    _firewall_changed(adopted.zone_id)
+    return adopted
 
 
 def certificate_reconcile_unconfirmed(

@@ -184,3 +184,14 @@ def test_api_tokens_are_stored_hashed_and_stop_working_when_revoked(db, alice):
     services.api_token_revoke(token=token, origin=origin(alice))
     assert services.api_token_authenticate(secret) is None
     assert services.api_token_authenticate("mtp_not-a-token") is None
+
+
+def test_a_failed_create_that_cloudflare_never_made_says_nothing_was_issued(emulator, alice):
+    # A 502 from the edge: the create may or may not have reached Cloudflare, and here it did not.
+    emulator.faults.server_error(times=1, status=502, html=True, method="POST")
+
+    with pytest.raises(services.CloudflareUnavailableError, match="nothing was issued"):
+        issue(alice)
+
+    assert Certificate.objects.get().status == Certificate.Status.FAILED
+    assert issue(alice, name="again").status == Certificate.Status.ACTIVE
