@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from django import forms
@@ -114,7 +115,9 @@ class CertificateAdmin(admin.ModelAdmin):
             "reactivated (pending at Cloudflare)",
         )
 
-    def _apply(self, request: HttpRequest, queryset: QuerySet[Certificate], action, done: str) -> None:  # type: ignore[no-untyped-def]
+    def _apply(
+        self, request: HttpRequest, queryset: QuerySet[Certificate], action: Callable[[Certificate], object], done: str
+    ) -> None:
         succeeded, failures = 0, []
         for certificate in queryset:
             try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -143,7 +143,7 @@ def zone_reconcile(*, zone_id: str) -> ReconcileResult:
     return result
 
 
-def _mark_stuck_issuing_unconfirmed(zone_id: str, now) -> None:  # type: ignore[no-untyped-def]
+def _mark_stuck_issuing_unconfirmed(zone_id: str, now: datetime) -> None:
     Certificate.objects.filter(
         zone_id=zone_id, status=Certificate.Status.ISSUING, updated_at__lt=now - STUCK_ISSUING_AFTER
     ).update(status=Certificate.Status.UNCONFIRMED, last_error="the issuing process stopped mid-call", updated_at=now)
@@ -164,7 +164,7 @@ def _adopt_unconfirmed(zone_id: str, remote: list[ClientCertificate], result: Re
         result.adopted.append(row.pk)
 
 
-def _record_unknown(zone_id: str, unknown: list[ClientCertificate], now) -> int:  # type: ignore[no-untyped-def]
+def _record_unknown(zone_id: str, unknown: list[ClientCertificate], now: datetime) -> int:
     for issued in unknown:
         UnknownCertificate.objects.update_or_create(
             zone_id=zone_id,
@@ -181,7 +181,7 @@ def _record_unknown(zone_id: str, unknown: list[ClientCertificate], now) -> int:
     return len(unknown)
 
 
-def certificates_mark_expired(*, zone_id: str, now=None) -> list[int]:  # type: ignore[no-untyped-def]
+def certificates_mark_expired(*, zone_id: str, now: datetime | None = None) -> list[int]:
     now = now or timezone.now()
     expired = []
     for row in Certificate.objects.filter(zone_id=zone_id, status__in=Certificate.USABLE, expires_on__lte=now):
@@ -192,7 +192,7 @@ def certificates_mark_expired(*, zone_id: str, now=None) -> list[int]:  # type: 
     return expired
 
 
-def expiry_reminders_send(*, now=None) -> int:  # type: ignore[no-untyped-def]
+def expiry_reminders_send(*, now: datetime | None = None) -> int:
     """Email owners N days before expiry (CERTIFICATE_EXPIRY_REMINDER_DAYS), each reminder once."""
     now = now or timezone.now()
     sent = 0

@@ -8,7 +8,7 @@ workers and admins cannot overwrite each other (HOUSE_STYLE.md §5, §14).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -22,6 +22,7 @@ from certificates.csr import CSRError, ValidatedCSR, public_key_sha256_of_certif
 from certificates.models import AllowlistEntry, ApiToken, AuditEvent, Certificate
 from certificates.policy import CertificatePolicy, get_policy
 from cloudflare import errors as cf_errors
+from cloudflare.client import CloudflareClient
 from cloudflare.models import ClientCertificate
 from portal.integrations import get_cloudflare_client, get_zone_id
 
@@ -304,7 +305,7 @@ def certificate_reactivate(*, certificate: Certificate, origin: Origin) -> Certi
     )
 
 
-def _call_cloudflare(call):  # type: ignore[no-untyped-def]
+def _call_cloudflare(call: Callable[[CloudflareClient], ClientCertificate]) -> ClientCertificate:
     client = get_cloudflare_client(wait_for_budget=False)
     try:
         return call(client)

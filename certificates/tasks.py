@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -66,7 +66,7 @@ def reconcile_zone() -> dict[str, Any]:
 
 
 @shared_task(bind=True, max_retries=8)
-def reconcile_certificate(self, certificate_id: int) -> str:  # type: ignore[no-untyped-def]
+def reconcile_certificate(self: Task, certificate_id: int) -> str:
     """Settle one unconfirmed issuance: adopt what Cloudflare made, or mark it failed."""
     certificate = Certificate.objects.filter(pk=certificate_id, status=Certificate.Status.UNCONFIRMED).first()
     if certificate is None:
@@ -98,7 +98,7 @@ def sweep_stuck() -> int:
 
 
 @shared_task(bind=True, max_retries=8)
-def sync_firewall(self, zone_id: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def sync_firewall(self: Task, zone_id: str) -> dict[str, Any]:
     from certificates.firewall.sync import SyncBusy, firewall_sync
 
     try:
