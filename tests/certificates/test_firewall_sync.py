@@ -11,6 +11,7 @@ from django.core.management import call_command
 from certificates import services
 from certificates.firewall.sync import FirewallSyncError, SyncBusy, firewall_sync
 from certificates.models import AllowlistEntry, FirewallState
+from cloudflare.errors import AmbiguousRequestError
 from cloudflare.models import RuleSpec
 from portal.integrations import get_cloudflare_client
 from tests.support.pki import policy_csr
@@ -216,3 +217,27 @@ def test_two_workers_syncing_at_once_leave_no_duplicate_rules(emulator, alice, b
     assert len(refs) == len(set(refs))
     assert "synced" in outcomes
     assert firewall_sync(zone_id=ZONE).is_empty
+
+
+def test_sync_converges_through_timeouts_without_duplicating_a_rule(emulator, alice, bob, settings):
+    settings.CLOUDFLARE_TIMEOUT = 1
+    client = get_cloudflare_client()
+    client.create_entrypoint(ZONE, rules=[FOREIGN])
+    issue(alice)
+    AllowlistEntry.objects.create(owner=alice, network="93.184.216.0/24")
+    # The first rule added is stored, then its answer is lost: a POST is not repeated blindly.
+    emulator.faults.latency(5, method="POST", path="rules")
+
+    with pytest.raises(AmbiguousRequestError):
+        firewall_sync(zone_id=ZONE)
+    firewall_sync(zone_id=ZONE)  # the next sync sees the stored rule by its ref and adds only the rest
+    # An update whose answer is lost is simply repeated (PATCH is safe to repeat).
+    AllowlistEntry.objects.filter(owner=alice).update(network="93.184.0.0/16")
+    emulator.faults.latency(5, method="PATCH")
+    firewall_sync(zone_id=ZONE)
+
+    assert emulator.faults.pending() == []
+    refs = [rule.ref for rule in client.get_entrypoint(ZONE).rules]
+    assert len(refs) == len(set(refs))
+    assert firewall_sync(zone_id=ZONE).is_empty
+    assert any("93.184.0.0/16" in rule.expression for rule in portal_rules().values())

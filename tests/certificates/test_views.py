@@ -159,3 +159,15 @@ def test_renew_starts_a_new_certificate_with_the_same_name(issued, alice, bob):
 
     assert mine.context["name_suggestion"] == "build server"
     assert theirs.context["name_suggestion"] != "build server"
+
+
+def test_failed_logins_are_throttled(alice):
+    client = Client()
+    login = reverse("account_login")
+    for _ in range(5):
+        client.post(login, {"login": "alice@example.com", "password": "wrong"})
+
+    response = client.post(login, {"login": "alice@example.com", "password": "correct horse battery staple"})
+
+    assert not response.wsgi_request.user.is_authenticated
+    assert b"Too many failed login attempts" in response.content
