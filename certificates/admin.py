@@ -178,6 +178,17 @@ class UnknownCertificateAdmin(admin.ModelAdmin):
 
 @admin.register(AllowlistEntry)
 class AllowlistEntryAdmin(admin.ModelAdmin):
+    """Read-only: a user's list is changed through the page or the API, which check it and queue a sync."""
+
     list_display = ("owner", "network", "created_at")
     list_select_related = ("owner",)
     search_fields = ("owner__username", "owner__email", "network")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AllowlistEntry | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AllowlistEntry | None = None) -> bool:
+        return False

@@ -38,6 +38,9 @@ def check_networks(raw: list[str], *, max_networks: int) -> CheckedAllowlist:
 
 
 def _parse(text: str) -> IPNetwork:
+    if "%" in text:
+        # Python accepts an IPv6 zone index ("fe80::1%eth0"); it names a local interface, not an address.
+        raise AllowlistError(f"{text!r} has an IPv6 zone index (%...); give the address alone.")
     try:
         network = ipaddress.ip_network(text, strict=True)
     except ValueError:

@@ -70,7 +70,11 @@ def public_key_sha256_of_certificate(pem: str) -> str:
 def _single_pem_block(pem: str, max_bytes: int) -> str:
     if not isinstance(pem, str) or not pem.strip():
         raise CSRError("The CSR is empty.")
-    if len(pem.encode()) > max_bytes:
+    try:
+        size = len(pem.encode())
+    except UnicodeEncodeError:
+        raise CSRError("The CSR contains characters that are not text; paste the PEM exactly.") from None
+    if size > max_bytes:
         raise CSRError(f"The CSR is larger than {max_bytes} bytes; a certificate request is much smaller.")
     if PRIVATE_KEY_MARKER.search(pem):
         # Someone pasted their key: refuse without echoing any of it back.

@@ -72,10 +72,13 @@ def certificates_poll(*, zone_id: str) -> PollResult:
     return result
 
 
-def _apply_remote_status(row: Certificate, new: str, *, reason: str) -> bool:
+def _apply_remote_status(row: Certificate, new: str, *, reason: str, unchanged_since: datetime | None = None) -> bool:
     """Compare-and-set the status Cloudflare reports; write the event and tell the owner."""
     old = row.status
-    updated = Certificate.objects.filter(pk=row.pk, status=old).update(status=new, updated_at=timezone.now())
+    current = Certificate.objects.filter(pk=row.pk, status=old)
+    if unchanged_since is not None:
+        current = current.filter(updated_at=unchanged_since)
+    updated = current.update(status=new, updated_at=timezone.now())
     if not updated:
         return False  # someone else moved it first
     row.status = new
@@ -85,7 +88,11 @@ def _apply_remote_status(row: Certificate, new: str, *, reason: str) -> bool:
     }.get(new) or AuditEvent.Action.STATUS_CHANGED
     audit(action, SYSTEM, certificate=row, old=old, new=new, detail={"source": reason})
     if action in (AuditEvent.Action.REVOKED, AuditEvent.Action.REACTIVATED):
-        _notify_owner(row, action)
+        try:
+            _notify_owner(row, action)
+        except Exception:
+            # The status is recorded and the firewall must still follow: a mail outage only costs the email.
+            logger.exception("could not email the owner of certificate %s about %s", row.pk, action)
     return True
 
 
@@ -118,13 +125,14 @@ def zone_reconcile(*, zone_id: str) -> ReconcileResult:
     result = ReconcileResult()
     now = timezone.now()
     _mark_stuck_issuing_unconfirmed(zone_id, now)
+    # Read the rows before listing: a row changed after this read (a revocation in the portal, say) is newer
+    # than the listing, and the compare-and-set below on updated_at leaves it alone.
+    rows = list(Certificate.objects.filter(zone_id=zone_id).exclude(cloudflare_id="").select_related("owner"))
     remote = list(get_cloudflare_client().iter_client_certificates(zone_id))
     by_id = {c.id: c for c in remote}
     _adopt_unconfirmed(zone_id, remote, result)
-    rows = Certificate.objects.filter(zone_id=zone_id).exclude(cloudflare_id="").select_related("owner")
-    known_ids = set()
+    known_ids = set(Certificate.objects.filter(zone_id=zone_id).values_list("cloudflare_id", flat=True))
     for row in rows:
-        known_ids.add(row.cloudflare_id)
         issued = by_id.get(row.cloudflare_id)
         if issued is None:
             if row.status in Certificate.REMOTE:
@@ -134,7 +142,9 @@ def zone_reconcile(*, zone_id: str) -> ReconcileResult:
             continue  # Cloudflare keeps listing expired certificates as active
         if row.status in Certificate.REMOTE and issued.status.value != row.status:
             old = row.status
-            if _apply_remote_status(row, issued.status.value, reason="changed outside the portal"):
+            if _apply_remote_status(
+                row, issued.status.value, reason="changed outside the portal", unchanged_since=row.updated_at
+            ):
                 result.drifted.append(Change(row.pk, old, row.status))
     if result.missing:
         logger.warning("zone %s: Cloudflare no longer lists certificates %s", zone_id, result.missing)
@@ -156,8 +166,9 @@ def _adopt_unconfirmed(zone_id: str, remote: list[ClientCertificate], result: Re
     for row in Certificate.objects.filter(zone_id=zone_id, status=Certificate.Status.UNCONFIRMED):
         match = next((c for c in remote if c.id not in claimed and same_request(c, row)), None)
         if match is None:
-            certificate_reconcile_unconfirmed(certificate=row, origin=SYSTEM, listing=remote)
-            result.failed.append(row.pk)
+            settled = certificate_reconcile_unconfirmed(certificate=row, origin=SYSTEM, listing=[])
+            if settled.status == Certificate.Status.FAILED:
+                result.failed.append(row.pk)
             continue
         claimed.add(match.id)
         certificate_reconcile_unconfirmed(certificate=row, origin=SYSTEM, listing=[match])

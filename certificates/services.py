@@ -8,6 +8,8 @@ workers and admins cannot overwrite each other (HOUSE_STYLE.md §5, §14).
 from __future__ import annotations
 
 import logging
+import unicodedata
+from datetime import timedelta
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -74,7 +76,8 @@ def certificate_issue(
 ) -> Certificate:
     """Validate, check quotas, record the intent, ask Cloudflare, record the result."""
     policy = get_policy()
-    validated = _validate_request(user=user, csr=csr, validity_days=validity_days, name=name, policy=policy)
+    name = clean_name(name, what="certificate")
+    validated = _validate_request(user=user, csr=csr, validity_days=validity_days, policy=policy)
     certificate = _reserve_slot(user=user, validated=validated, validity_days=validity_days, name=name, policy=policy)
     client = get_cloudflare_client(wait_for_budget=False)
     try:
@@ -98,14 +101,21 @@ def certificate_issue(
     return certificate
 
 
-def _validate_request(
-    *, user: AbstractBaseUser, csr: str, validity_days: int, name: str, policy: CertificatePolicy
-) -> ValidatedCSR:
+def clean_name(name: str, *, what: str) -> str:
+    """A display name: no control characters (they break email headers and PostgreSQL refuses NUL)."""
     name = (name or "").strip()
     if not name:
-        raise PolicyError("Give the certificate a name, for example the machine or service that will use it.")
+        raise PolicyError(f"Give the {what} a name, for example the machine or service that will use it.")
     if len(name) > MAX_NAME_LENGTH:
         raise PolicyError(f"The name is longer than {MAX_NAME_LENGTH} characters.")
+    if any(unicodedata.category(char) in ("Cc", "Cs", "Cf") for char in name):
+        raise PolicyError("The name contains control characters; use letters, digits, spaces and punctuation.")
+    return name
+
+
+def _validate_request(
+    *, user: AbstractBaseUser, csr: str, validity_days: int, policy: CertificatePolicy
+) -> ValidatedCSR:
     if isinstance(validity_days, bool) or not isinstance(validity_days, int):
         raise PolicyError("validity_days must be a whole number of days.")
     if not policy.is_allowed_validity(validity_days):
@@ -160,47 +170,55 @@ def _resolve_ambiguous_create(
     )
     audit(AuditEvent.Action.ISSUE_UNCONFIRMED, origin, certificate=certificate, old="issuing", new="unconfirmed")
     try:
-        adopted = certificate_reconcile_unconfirmed(certificate=certificate, origin=origin)
+        settled = certificate_reconcile_unconfirmed(certificate=certificate, origin=origin)
     except cf_errors.CloudflareError:
-        # Cloudflare cannot be asked right now: the workers settle the row once it answers again.
-        from certificates.tasks import request_reconcile
+        settled = certificate
+    if settled.status not in Certificate.IN_FLIGHT | {Certificate.Status.FAILED}:
+        _firewall_changed(settled.zone_id)
+        return settled
+    # Not listed (yet) or Cloudflare cannot be asked: the workers settle the row within a few minutes.
+    from certificates.tasks import request_reconcile
 
-        request_reconcile(certificate.pk)
-        raise CloudflareUnavailableError(
-            "Cloudflare did not confirm the certificate. The portal keeps checking and it will appear on your "
-            "dashboard if it was issued; keep this tab open, your key exists only here."
-        ) from error
-    if adopted is None:
-        raise CloudflareUnavailableError(
-            "Cloudflare did not answer, and it has no certificate for this request: nothing was issued. Try again."
-        ) from error
-    _firewall_changed(adopted.zone_id)
-    return adopted
+    request_reconcile(certificate.pk)
+    raise CloudflareUnavailableError(
+        "Cloudflare did not confirm the certificate. The portal keeps checking: within a few minutes it appears "
+        "on your dashboard if it was issued, or is marked failed if not. Keep this tab open, your key exists "
+        "only here."
+    ) from error
+
+
+# Cloudflare's create answers within seconds; a certificate still missing from the listing this long after an
+# ambiguous create was never made.
+UNCONFIRMED_GRACE = timedelta(minutes=5)
 
 
 def certificate_reconcile_unconfirmed(
     *, certificate: Certificate, origin: Origin, listing: Iterable[ClientCertificate] | None = None
-) -> Certificate | None:
+) -> Certificate:
     """Find the certificate made from this CSR in the zone's listing (fetched if not given) and adopt it.
 
-    Returns the updated row, or None when Cloudflare has no such certificate (the create never happened,
-    so the row is marked failed and the user may try again).
+    Returns the row as it is now: adopted (active), still unconfirmed (not listed yet, within the grace
+    period), or failed (not listed after it: the create never happened and the user may try again).
     """
     if listing is None:
         listing = get_cloudflare_client().iter_client_certificates(certificate.zone_id)
     match = next((issued for issued in listing if same_request(issued, certificate)), None)
-    if match is None:
-        updated = Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.UNCONFIRMED).update(
-            status=Certificate.Status.FAILED,
-            last_error="Cloudflare has no certificate for this request; nothing was issued.",
-            updated_at=timezone.now(),
+    if match is not None:
+        return _record_issued(
+            certificate, match, origin, action=AuditEvent.Action.ADOPTED, expected=Certificate.Status.UNCONFIRMED
         )
-        if updated:
-            audit(AuditEvent.Action.ISSUE_FAILED, origin, certificate=certificate, old="unconfirmed", new="failed")
-        return None
-    return _record_issued(
-        certificate, match, origin, action=AuditEvent.Action.ADOPTED, expected=Certificate.Status.UNCONFIRMED
+    now = timezone.now()
+    updated = Certificate.objects.filter(
+        pk=certificate.pk, status=Certificate.Status.UNCONFIRMED, updated_at__lte=now - UNCONFIRMED_GRACE
+    ).update(
+        status=Certificate.Status.FAILED,
+        last_error="Cloudflare has no certificate for this request; nothing was issued.",
+        updated_at=now,
     )
+    if updated:
+        audit(AuditEvent.Action.ISSUE_FAILED, origin, certificate=certificate, old="unconfirmed", new="failed")
+    certificate.refresh_from_db()
+    return certificate
 
 
 def same_request(issued: ClientCertificate, certificate: Certificate) -> bool:
@@ -384,11 +402,7 @@ def allowlist_set(*, user: AbstractBaseUser, networks: list[str], origin: Origin
 
 def api_token_create(*, user: AbstractBaseUser, name: str, origin: Origin) -> tuple[ApiToken, str]:
     """Make a token; the clear text is returned once and never stored."""
-    name = (name or "").strip()
-    if not name:
-        raise PolicyError("Give the token a name, for example the script that will use it.")
-    if len(name) > MAX_NAME_LENGTH:
-        raise PolicyError(f"The name is longer than {MAX_NAME_LENGTH} characters.")
+    name = clean_name(name, what="token")
     secret = ApiToken.generate()
     token = ApiToken.objects.create(
         owner=user, name=name, token_sha256=ApiToken.digest(secret), hint=secret[: len(ApiToken.PREFIX) + 4]

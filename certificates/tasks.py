@@ -75,13 +75,16 @@ def reconcile_certificate(self: Task, certificate_id: int) -> str:
         attempts=certificate.attempts + 1, last_attempt_at=timezone.now()
     )
     try:
-        adopted = certificate_reconcile_unconfirmed(certificate=certificate, origin=lifecycle.SYSTEM)
+        settled = certificate_reconcile_unconfirmed(certificate=certificate, origin=lifecycle.SYSTEM)
     except TRANSIENT as exc:
         Certificate.objects.filter(pk=certificate_id).update(last_error=str(exc)[:2000])
         raise self.retry(exc=exc, countdown=min(300, 5 * 2**self.request.retries)) from exc
-    if adopted is not None:
+    if settled.status == Certificate.Status.UNCONFIRMED:
+        # Not listed yet: look again after the grace period has had time to pass.
+        raise self.retry(countdown=60, max_retries=20)
+    if settled.status != Certificate.Status.FAILED:
         request_firewall_sync(certificate.zone_id)
-    return "adopted" if adopted is not None else "failed"
+    return settled.status
 
 
 @shared_task
@@ -104,8 +107,9 @@ def sync_firewall(self: Task, zone_id: str) -> dict[str, Any]:
     try:
         plan = firewall_sync(zone_id=zone_id)
     except SyncBusy as exc:
-        # The running sync may have read the database before our change: run again after it.
-        raise self.retry(exc=exc, countdown=settings.FIREWALL_SYNC_DEBOUNCE_SECONDS) from exc
+        # The running sync may have read the database before our change: run again after it, for as long
+        # as a lease can last.
+        raise self.retry(exc=exc, countdown=10, max_retries=40) from exc
     except TRANSIENT as exc:
         raise self.retry(exc=exc, countdown=min(300, 5 * 2**self.request.retries)) from exc
     return {"added": len(plan.add), "updated": len(plan.update), "deleted": len(plan.delete)}

@@ -36,7 +36,9 @@ def certificate_new(request: HttpRequest) -> HttpResponse:
     # "Renew" on a certificate's page starts a new certificate with the same name.
     renewing = request.GET.get("renew")
     renewed = (
-        Certificate.objects.filter(owner=request.user, pk=renewing).first() if renewing and renewing.isdigit() else None
+        Certificate.objects.filter(owner=request.user, pk=renewing).first()
+        if renewing and renewing.isascii() and renewing.isdigit()
+        else None
     )
     return render(
         request,

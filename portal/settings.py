@@ -185,6 +185,9 @@ CLOUDFLARE_RETRY_BASE_DELAY = env_float("CLOUDFLARE_RETRY_BASE_DELAY", 0.5, mini
 CLOUDFLARE_CALL_BUDGET = env_int("CLOUDFLARE_CALL_BUDGET", 1200, minimum=1)
 CLOUDFLARE_CALL_BUDGET_WINDOW = env_float("CLOUDFLARE_CALL_BUDGET_WINDOW", 300.0, minimum=1)
 PORTAL_API_HOSTNAMES = env_list("PORTAL_API_HOSTNAMES", ["api.example.com"] if CLOUDFLARE_EMULATED else [])
+if not PORTAL_API_HOSTNAMES and not CLOUDFLARE_EMULATED:
+    # Without them the firewall rules would protect nothing (and a sync would remove the base rule).
+    raise ImproperlyConfigured("PORTAL_API_HOSTNAMES is required when CLOUDFLARE_API_TOKEN is set")
 PORTAL_RULE_REF_PREFIX = env_str("PORTAL_RULE_REF_PREFIX", "mtls_portal_")
 # Custom rules a zone may hold, by plan (FACTS.md §7); CLOUDFLARE_CUSTOM_RULES_LIMIT overrides.
 CUSTOM_RULES_BY_PLAN = {"free": 5, "pro": 20, "business": 100, "enterprise": 1000}

@@ -81,8 +81,20 @@ def test_it_generates_a_secret_key_into_var_when_debug_is_on(tmp_path):
 
 def test_it_uses_the_emulator_only_when_no_token_is_set(tmp_path):
     assert start_django(tmp_path, DEBUG="true").stdout.strip() == "True"
-    real = start_django(tmp_path, DEBUG="true", CLOUDFLARE_API_TOKEN="t", CLOUDFLARE_ZONE_ID="0" * 32)
+    real = start_django(
+        tmp_path,
+        DEBUG="true",
+        CLOUDFLARE_API_TOKEN="t",
+        CLOUDFLARE_ZONE_ID="0" * 32,
+        PORTAL_API_HOSTNAMES="api.example.com",
+    )
     assert real.stdout.strip() == "False", real.stderr
+
+
+def test_it_requires_the_api_hostnames_with_a_real_token(tmp_path):
+    result = start_django(tmp_path, DEBUG="true", CLOUDFLARE_API_TOKEN="t", CLOUDFLARE_ZONE_ID="0" * 32)
+    assert result.returncode != 0
+    assert "PORTAL_API_HOSTNAMES is required" in result.stderr
 
 
 def test_it_requires_a_zone_id_with_a_real_token(tmp_path):

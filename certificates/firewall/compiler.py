@@ -441,8 +441,14 @@ def _binding_clauses(scope: Expression, bindings: Iterable[UserBinding], denied:
         fingerprints = sorted(set(_normalized_fingerprints(binding.fingerprints)) - denied)
         if not fingerprints:
             continue  # no usable certificate; the deny rules block the others
-        networks: Expression | None = _network_condition(tuple(binding.networks))
-        if _Clause.cost_for(1, networks) > capacity:
+        networks: Expression | None
+        try:
+            networks = _network_condition(tuple(binding.networks))
+        except FirewallCompileError:
+            # One user's unusable allowlist must not stop the whole zone's rules (revocations among them):
+            # block that user's certificates from everywhere instead.
+            networks = None
+        if networks is not None and _Clause.cost_for(1, networks) > capacity:
             networks = None  # fail closed for this user only; see allowlist_fits
         per_clause = 1 + (capacity - _Clause.cost_for(1, networks)) // _PER_FINGERPRINT
         for chunk, start in enumerate(range(0, len(fingerprints), per_clause)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from certificates.firewall.compiler import (
     DesiredRule,
+    FirewallCompileError,
     FirewallInputs,
     RuleBudgetExceeded,
     UserBinding,
@@ -33,7 +35,8 @@ from portal.integrations import get_cloudflare_client
 
 logger = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=2)
+# Long enough for a large sync that waits for the call budget; every write renews it (see _apply).
+LEASE = timedelta(minutes=5)
 
 
 class FirewallSyncError(Exception):
@@ -104,6 +107,9 @@ def firewall_inputs(*, zone_id: str) -> FirewallInputs:
 
 def firewall_plan(*, zone_id: str, client: CloudflareClient | None = None) -> tuple[Plan, Ruleset | None]:
     """Read the entrypoint once and work out the writes; writes nothing."""
+    if not settings.PORTAL_API_HOSTNAMES:
+        # With no hostnames the compiler wants no rules, which would delete the base rule: mTLS off.
+        raise FirewallSyncError("PORTAL_API_HOSTNAMES is empty; refusing to remove the portal's rules.")
     client = client or get_cloudflare_client()
     prefix = settings.PORTAL_RULE_REF_PREFIX
     entrypoint = client.get_entrypoint(zone_id)
@@ -121,6 +127,8 @@ def firewall_plan(*, zone_id: str, client: CloudflareClient | None = None) -> tu
             f"{exc} The zone allows {settings.CLOUDFLARE_CUSTOM_RULES_LIMIT} custom rules "
             f"(CLOUDFLARE_CUSTOM_RULES_LIMIT) and {foreign} of them are not the portal's."
         ) from exc
+    except FirewallCompileError as exc:
+        raise FirewallSyncError(f"The rules cannot be compiled: {exc}") from exc
     plan = Plan(zone_id=zone_id, ruleset_id=entrypoint.id if entrypoint else None, foreign_rules=foreign)
     by_ref = {rule.ref: rule for rule in current}
     for rule in desired:
@@ -145,14 +153,15 @@ def _differs(current: Rule, desired: DesiredRule) -> bool:
 
 
 def firewall_sync(*, zone_id: str, dry_run: bool = False) -> Plan:
-    """Push the desired rules. Adds and updates go before deletes, so protection never has a gap."""
+    """Push the desired rules: adds, then updates, then deletes, so that a rule is removed only once what
+    replaces it is in place. (A clause moving between two existing rules is absent between two updates.)"""
     if dry_run:
         return firewall_plan(zone_id=zone_id)[0]
     owner = _acquire_lease(zone_id)
     try:
         client = get_cloudflare_client()
         plan, entrypoint = firewall_plan(zone_id=zone_id, client=client)
-        ruleset = _apply(client, plan, entrypoint)
+        ruleset = _apply(client, plan, entrypoint, keep_lease=lambda: _renew_lease(zone_id, owner))
         FirewallState.objects.filter(zone_id=zone_id).update(
             last_synced_at=timezone.now(),
             last_plan=plan.as_dict(),
@@ -168,18 +177,25 @@ def firewall_sync(*, zone_id: str, dry_run: bool = False) -> Plan:
         FirewallState.objects.filter(zone_id=zone_id, lease_owner=owner).update(lease_owner="", lease_until=None)
 
 
-def _apply(client: CloudflareClient, plan: Plan, entrypoint: Ruleset | None) -> Ruleset | None:
+def _apply(
+    client: CloudflareClient, plan: Plan, entrypoint: Ruleset | None, *, keep_lease: Callable[[], None]
+) -> Ruleset | None:
+    """Each write first renews the lease, so a sync that lost it (it ran too long) stops instead of racing."""
     if plan.is_empty:
         return entrypoint
     specs = {rule.ref: _spec(rule) for rule in plan.add}
     if entrypoint is None:
+        keep_lease()
         return client.create_entrypoint(plan.zone_id, rules=list(specs.values()))
     ruleset: Ruleset = entrypoint
     for rule in plan.add:
+        keep_lease()
         ruleset = client.add_rule(plan.zone_id, entrypoint.id, specs[rule.ref])
     for current, desired in plan.update:
+        keep_lease()
         ruleset = client.update_rule(plan.zone_id, entrypoint.id, current.id, _spec(desired))
     for rule in plan.delete:
+        keep_lease()
         ruleset = client.delete_rule(plan.zone_id, entrypoint.id, rule.id)
     return ruleset
 
@@ -200,3 +216,11 @@ def _acquire_lease(zone_id: str) -> str:
     if not claimed:
         raise SyncBusy(f"another sync of zone {zone_id} is running")
     return owner
+
+
+def _renew_lease(zone_id: str, owner: str) -> None:
+    renewed = FirewallState.objects.filter(zone_id=zone_id, lease_owner=owner).update(
+        lease_until=timezone.now() + LEASE
+    )
+    if not renewed:
+        raise SyncBusy(f"the sync of zone {zone_id} lost its lease; another sync took over")

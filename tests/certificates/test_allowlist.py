@@ -118,3 +118,8 @@ def test_the_page_needs_csrf(alice):
     client = Client(enforce_csrf_checks=True)
     client.force_login(alice)
     assert client.post(reverse("certificates:allowlist"), {"networks": "198.51.100.0/24"}).status_code == 403
+
+
+def test_it_refuses_an_ipv6_zone_index():
+    with pytest.raises(AllowlistError, match="zone index"):
+        check_networks(["fe80::1%eth0"], max_networks=10)

@@ -227,3 +227,22 @@ def test_the_openapi_document_describes_the_endpoints(db):
     paths = document["paths"]
     assert {"/api/v1/certificates", "/api/v1/certificates/{certificate_id}", "/api/v1/csr-policy"} <= set(paths)
     assert "post" in paths["/api/v1/certificates/{certificate_id}/revoke"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"name": "line\nbreak"}, "control characters"),
+        ({"name": "nul\x00byte"}, "control characters"),
+        ({"csr": "-----BEGIN CERTIFICATE REQUEST-----\n\ud800\n-----END CERTIFICATE REQUEST-----\n"}, "not text"),
+    ],
+    ids=["newline-in-name", "nul-in-name", "lone-surrogate-in-csr"],
+)
+def test_text_that_would_break_emails_or_the_database_is_a_400(emulator, api, alice, overrides, message):
+    body = {"csr": policy_csr(alice), "validity_days": 365, "name": "x", **overrides}
+
+    response = api.as_user(alice).post("/certificates", raw=json.dumps(body))
+
+    assert response.status_code == 400, response.content
+    assert message in response.json()["detail"]
+    assert emulator.request_log == []

@@ -191,6 +191,11 @@ def test_a_held_lease_refuses_a_second_sync(emulator, alice):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_syncing_at_once_leave_no_duplicate_rules(emulator, alice, bob):
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        # SQLite's in-memory test database locks whole tables across threads; CI runs this on PostgreSQL.
+        pytest.skip("needs a database with row-level locking (DATABASE_URL=postgres://...)")
     issue(alice)
     issue(bob)
     AllowlistEntry.objects.create(owner=alice, network="93.184.216.0/24")
@@ -241,3 +246,53 @@ def test_sync_converges_through_timeouts_without_duplicating_a_rule(emulator, al
     assert len(refs) == len(set(refs))
     assert firewall_sync(zone_id=ZONE).is_empty
     assert any("93.184.0.0/16" in rule.expression for rule in portal_rules().values())
+
+
+def test_no_hostnames_never_removes_the_portals_rules(emulator, alice, settings):
+    issue(alice)
+    firewall_sync(zone_id=ZONE)
+    settings.PORTAL_API_HOSTNAMES = []
+    emulator.request_log.clear()
+
+    with pytest.raises(FirewallSyncError, match="PORTAL_API_HOSTNAMES is empty"):
+        firewall_sync(zone_id=ZONE)
+
+    assert writes(emulator) == []
+    assert "mtls_portal_base" in portal_rules()
+
+
+def test_a_sync_that_lost_its_lease_stops_before_writing(emulator, alice, monkeypatch):
+    from certificates.firewall import sync
+
+    issue(alice)
+    AllowlistEntry.objects.create(owner=alice, network="93.184.216.0/24")
+    get_cloudflare_client().create_entrypoint(ZONE, rules=[FOREIGN])
+    real_plan = sync.firewall_plan
+
+    def plan_then_lose_lease(**kwargs):
+        result = real_plan(**kwargs)
+        FirewallState.objects.filter(zone_id=ZONE).update(lease_owner="someone-else")
+        return result
+
+    monkeypatch.setattr(sync, "firewall_plan", plan_then_lose_lease)
+    emulator.request_log.clear()
+
+    with pytest.raises(SyncBusy, match="lost its lease"):
+        firewall_sync(zone_id=ZONE)
+    assert writes(emulator) == []
+
+
+def test_one_users_unusable_allowlist_does_not_stop_the_zones_rules(emulator, alice, bob):
+    mine = issue(alice)
+    revoked = issue(bob)
+    services.certificate_revoke(certificate=revoked, origin=services.Origin(actor=bob))
+    AllowlistEntry.objects.create(owner=alice, network="fe80::1%eth0/128")  # written before validation existed
+
+    firewall_sync(zone_id=ZONE)
+
+    rules = portal_rules()
+    assert any(revoked.fingerprint_sha256 in rule.expression for ref, rule in rules.items() if "deny" in ref)
+    # Fails closed for that user: their certificate is blocked from every address.
+    binding = next(rule for ref, rule in rules.items() if "bind" in ref)
+    assert mine.fingerprint_sha256 in binding.expression
+    assert "ip.src" not in binding.expression

@@ -147,3 +147,39 @@ def test_expiry_reminders_are_sent_once_per_threshold(emulator, alice, settings)
     assert lifecycle.expiry_reminders_send(now=now + timedelta(days=15)) == 0
     assert len(mail.outbox) == 2
     assert "expires in" in mail.outbox[0].subject
+
+
+def test_reconciliation_does_not_undo_a_revocation_made_while_it_lists(emulator, alice, monkeypatch):
+    certificate = issue(alice)
+    real_client = lifecycle.get_cloudflare_client()
+
+    class RevokeDuringListing:
+        def iter_client_certificates(self, zone_id):
+            listing = list(real_client.iter_client_certificates(zone_id))  # still says active
+            services.certificate_revoke(certificate=certificate, origin=services.Origin(actor=alice))
+            return iter(listing)
+
+    monkeypatch.setattr(lifecycle, "get_cloudflare_client", lambda: RevokeDuringListing())
+
+    result = lifecycle.zone_reconcile(zone_id=ZONE)
+
+    certificate.refresh_from_db()
+    assert certificate.status == Certificate.Status.PENDING_REVOCATION
+    assert result.drifted == []
+
+
+def test_a_failing_email_does_not_stop_polling(emulator, alice, bob, monkeypatch):
+    first, second = issue(alice), issue(bob)
+    for certificate in (first, second):
+        services.certificate_revoke(certificate=certificate, origin=services.Origin(actor=None))
+    emulator.clock.advance(31)
+
+    def refuse(*args, **kwargs):
+        raise ConnectionRefusedError("the SMTP server is down")
+
+    monkeypatch.setattr(lifecycle, "send_mail", refuse)
+
+    result = lifecycle.certificates_poll(zone_id=ZONE)
+
+    assert len(result.changes) == 2
+    assert set(Certificate.objects.values_list("status", flat=True)) == {Certificate.Status.REVOKED}

@@ -79,7 +79,7 @@ def test_reconcile_certificate_records_attempts_and_retries_transient_errors(emu
     assert certificate.status == Certificate.Status.UNCONFIRMED
 
     emulator.faults.clear()
-    assert tasks.reconcile_certificate.apply(args=[certificate.pk]).get() == "adopted"
+    assert tasks.reconcile_certificate.apply(args=[certificate.pk]).get() == "active"
     assert Certificate.objects.get().status == Certificate.Status.ACTIVE
 
 

@@ -171,3 +171,17 @@ def test_failed_logins_are_throttled(alice):
 
     assert not response.wsgi_request.user.is_authenticated
     assert b"Too many failed login attempts" in response.content
+
+
+def test_a_renew_parameter_that_is_not_a_plain_number_is_ignored(issued, alice):
+    response = logged_in(alice).get(reverse("certificates:new") + "?renew=%C2%B2")
+    assert response.status_code == 200
+
+
+def test_the_history_shows_addresses_only_of_the_owners_own_actions(issued, alice, charlie):
+    services.certificate_revoke(
+        certificate=issued, origin=services.Origin(actor=charlie, remote_addr="203.0.113.77"), reason="audit"
+    )
+    response = logged_in(alice).get(reverse("certificates:detail", args=[issued.pk]))
+    assert b"203.0.113.77" not in response.content
+    assert b"an administrator" in response.content
