@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from datetime import timedelta
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
