@@ -330,12 +330,23 @@ def test_it_refuses_inputs_no_rule_can_express() -> None:
         binding = (UserBinding(1, (bad,), ("192.0.2.1",)),)
         with pytest.raises(FirewallCompileError, match="not a SHA-256 fingerprint"):
             compile_rules(FirewallInputs(("api.example.com",), (), binding), prefix=PREFIX, max_rules=5)
-    binding = (UserBinding(1, (ok,), ("192.0.2.1/24",)),)
-    with pytest.raises(FirewallCompileError, match="host bits"):
-        compile_rules(FirewallInputs(("api.example.com",), (), binding), prefix=PREFIX, max_rules=5)
     hosts = tuple(f"host-{i}.example.com" for i in range(250))
     with pytest.raises(FirewallCompileError, match="leave no room"):
         compile_rules(FirewallInputs(hosts, (ok,), ()), prefix=PREFIX, max_rules=5)
+
+
+@pytest.mark.parametrize("network", ["192.0.2.1/24", "fe80::1%eth0", "not-a-network"])
+def test_it_fails_closed_for_one_user_whose_allowlist_no_rule_can_express(network: str) -> None:
+    """One bad allowlist must not stop the zone's rules (revocations among them): that user's certificate
+    is blocked from every address, and everyone else's rules are as usual."""
+    theirs, other, denied = "c" * 64, "d" * 64, "e" * 64
+    bindings = (UserBinding(1, (theirs,), (network,)), UserBinding(2, (other,), ("198.51.100.0/24",)))
+    rules = compile_rules(FirewallInputs(("api.example.com",), (denied,), bindings), prefix=PREFIX, max_rules=5)
+    for ip in ("192.0.2.1", "198.51.100.7", "2001:db8::1"):
+        address = ipaddress.ip_address(ip)
+        assert blocked(rules, Request("api.example.com", address, fingerprint=theirs))
+        assert blocked(rules, Request("api.example.com", address, fingerprint=denied))
+    assert not blocked(rules, Request("api.example.com", ipaddress.ip_address("198.51.100.7"), fingerprint=other))
 
 
 def test_it_normalises_fingerprints_and_hostnames() -> None:
