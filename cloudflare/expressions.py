@@ -23,6 +23,7 @@ import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import pairwise
 from typing import Any, Generic, Literal, TypeAlias, TypeVar, overload
 
 import octorules_wirefilter
@@ -208,10 +209,17 @@ _Network = TypeVar("_Network", ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 
 def _collapse(networks: list[_Network]) -> list[_Network]:
-    # Most allowlists hold one network per family, which is its own collapse.
+    """``ipaddress.collapse_addresses``, skipped when nothing overlaps or merges (the usual allowlist):
+    integer arithmetic tells that far faster than the collapse takes."""
     if len(networks) < 2:
         return networks
-    return list(ipaddress.collapse_addresses(networks))
+    bounds = sorted((int(network.network_address), network.num_addresses, network) for network in networks)
+    for (start, size, _), (next_start, next_size, _) in pairwise(bounds):
+        overlaps = next_start < start + size
+        halves_of_one = size == next_size and next_start == start + size and start % (2 * size) == 0
+        if overlaps or halves_of_one:
+            return list(ipaddress.collapse_addresses(networks))
+    return [network for _, _, network in bounds]
 
 
 @dataclass(frozen=True)

@@ -516,3 +516,25 @@ def test_it_lowercases_a_string_field_for_case_insensitive_matching():
         Lower(HTTP_HOST).in_(StringSet(["API.example.com"]))
     with pytest.raises(ExpressionError, match="STRING"):
         Lower(IP_SRC)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.integers(0, 2**12 - 1), st.integers(20, 32)).map(
+                lambda t: ipaddress.IPv4Network((t[0] << 20, t[1]), strict=False)
+            ),
+            st.tuples(st.integers(0, 2**12 - 1), st.integers(110, 128)).map(
+                lambda t: ipaddress.IPv6Network(((0x20010DB8 << 96) | (t[0] << 8), t[1]), strict=False)
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_it_collapses_ip_sets_exactly_like_the_standard_library(networks):
+    expected = [
+        *ipaddress.collapse_addresses([n for n in networks if n.version == 4]),
+        *ipaddress.collapse_addresses([n for n in networks if n.version == 6]),
+    ]
+    assert IPSet(networks).networks == tuple(expected)
