@@ -185,3 +185,21 @@ def test_the_history_shows_addresses_only_of_the_owners_own_actions(issued, alic
     response = logged_in(alice).get(reverse("certificates:detail", args=[issued.pk]))
     assert b"203.0.113.77" not in response.content
     assert b"an administrator" in response.content
+
+
+def test_the_admin_login_goes_through_the_portals_sign_in_with_two_factor(db):
+    response = Client().get("/admin/login/?next=/admin/")
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("account_login"))
+
+
+def test_a_staff_member_with_totp_must_give_a_code_when_signing_in(charlie):
+    client = Client()
+    response = client.post(
+        reverse("account_login"), {"login": "charlie@example.com", "password": "correct horse battery staple"}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("mfa_authenticate")
+    assert client.get(reverse("admin:index")).status_code == 302  # not signed in until the code is given
