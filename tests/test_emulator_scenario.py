@@ -6,9 +6,6 @@ updated and deleted; bad requests. Every request and response is checked against
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,6 +16,7 @@ from cloudflare.client import CloudflareClient, before
 from cloudflare.models import CertificateStatus, RuleSpec
 from cloudflare.retry import NO_RETRIES
 from tests.support.contract import ContractValidator, Exchange
+from tests.support.emulator_process import running_emulator
 from tests.support.pki import make_csr
 
 ZONE_ID = "5f3a0d1e2b4c6d8e0f1a2b3c4d5e6f70"
@@ -28,42 +26,10 @@ BASE_RULE = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def emulator_url():
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cloudflare.emulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--token",
-            TOKEN,
-            "--revocation-delay",
-            "1",
-            "--reactivation-delay",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        line = process.stdout.readline()
-        assert "listening on" in line, f"the emulator did not start: {line!r}"
-        yield line.rsplit(" ", 1)[1].strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with running_emulator("--token", TOKEN, "--revocation-delay", "1", "--reactivation-delay", "1") as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,45 +10,16 @@ import pytest
 import requests
 
 from tests.support.contract import ContractValidator
+from tests.support.emulator_process import running_emulator
 
 from .conftest import ZONE, Api, error_code, issue, make_csr
-
-ROOT = Path(__file__).resolve().parents[2]
-LISTENING = "Cloudflare API emulator listening on "
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cloudflare.emulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--token",
-            "cli-token",
-            "--state",
-            str(tmp_path / "state.json"),
-            "--revocation-delay",
-            "0",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith(LISTENING), line
-        yield line[len(LISTENING) :].strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    state = str(tmp_path / "state.json")
+    with running_emulator("--token", "cli-token", "--state", state, "--revocation-delay", "0") as url:
+        yield url
 
 
 @pytest.mark.slow
