@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from certificates.allowlist import AllowlistError, CheckedAllowlist, check_networks
 from certificates.csr import CSRError, ValidatedCSR, public_key_sha256_of_certificate, validate_csr
+from certificates.firewall.compiler import allowlist_fits
 from certificates.models import AllowlistEntry, ApiToken, AuditEvent, Certificate
 from certificates.policy import CertificatePolicy, get_policy
 from cloudflare import errors as cf_errors
@@ -380,6 +381,11 @@ def allowlist_set(*, user: AbstractBaseUser, networks: list[str], origin: Origin
         checked = check_networks(networks, max_networks=settings.ALLOWLIST_MAX_NETWORKS)
     except AllowlistError as exc:
         raise PolicyError(str(exc)) from exc
+    if not allowlist_fits(settings.PORTAL_API_HOSTNAMES, checked.networks):
+        raise PolicyError(
+            "These networks are too long to write into one firewall rule (4,096 characters); "
+            "use fewer, larger networks (shorter prefixes)."
+        )
     with transaction.atomic():
         old = allowlist_get(user=user)
         if old == list(checked.networks):

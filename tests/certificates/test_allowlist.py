@@ -123,3 +123,12 @@ def test_the_page_needs_csrf(alice):
 def test_it_refuses_an_ipv6_zone_index():
     with pytest.raises(AllowlistError, match="zone index"):
         check_networks(["fe80::1%eth0"], max_networks=10)
+
+
+def test_an_allowlist_too_long_for_one_rule_is_refused(alice, settings):
+    settings.ALLOWLIST_MAX_NETWORKS = 500
+    scattered = [f"2606:4700:{n:x}:{n:x}::/64" for n in range(200)]  # about 5,000 characters of networks
+
+    with pytest.raises(services.PolicyError, match="too long to write into one firewall rule"):
+        services.allowlist_set(user=alice, networks=scattered, origin=services.Origin(actor=alice))
+    assert not AllowlistEntry.objects.exists()
