@@ -203,3 +203,22 @@ def test_a_staff_member_with_totp_must_give_a_code_when_signing_in(charlie):
     assert response.status_code == 302
     assert response["Location"] == reverse("mfa_authenticate")
     assert client.get(reverse("admin:index")).status_code == 302  # not signed in until the code is given
+
+
+@pytest.mark.parametrize(
+    ("proxies", "forwarded", "expected"),
+    [
+        (0, "203.0.113.5", "127.0.0.1"),  # no trusted proxy: the header is the client's to forge
+        (1, "198.51.100.9, 203.0.113.5", "203.0.113.5"),  # the one proxy appended the client's address
+        (2, "198.51.100.9, 203.0.113.5, 10.0.0.2", "203.0.113.5"),
+        (1, "", "127.0.0.1"),
+        (1, "not-an-address", "127.0.0.1"),
+    ],
+)
+def test_the_audit_log_records_the_client_address_behind_trusted_proxies(settings, rf, proxies, forwarded, expected):
+    from certificates.views_helpers import client_address
+
+    settings.TRUSTED_PROXY_COUNT = proxies
+    request = rf.get("/", HTTP_X_FORWARDED_FOR=forwarded, REMOTE_ADDR="127.0.0.1")
+
+    assert client_address(request) == expected
