@@ -124,7 +124,7 @@ def zone_reconcile(*, zone_id: str) -> ReconcileResult:
     """List every certificate of the zone once and bring the portal's rows in line with it."""
     result = ReconcileResult()
     now = timezone.now()
-    _mark_stuck_issuing_unconfirmed(zone_id, now)
+    certificates_mark_stuck(now=now, zone_id=zone_id)
     # Read the rows before listing: a row changed after this read (a revocation in the portal, say) is newer
     # than the listing, and the compare-and-set below on updated_at leaves it alone.
     rows = list(Certificate.objects.filter(zone_id=zone_id).exclude(cloudflare_id="").select_related("owner"))
@@ -153,10 +153,16 @@ def zone_reconcile(*, zone_id: str) -> ReconcileResult:
     return result
 
 
-def _mark_stuck_issuing_unconfirmed(zone_id: str, now: datetime) -> None:
-    Certificate.objects.filter(
-        zone_id=zone_id, status=Certificate.Status.ISSUING, updated_at__lt=now - STUCK_ISSUING_AFTER
-    ).update(status=Certificate.Status.UNCONFIRMED, last_error="the issuing process stopped mid-call", updated_at=now)
+def certificates_mark_stuck(*, now: datetime, zone_id: str | None = None) -> list[int]:
+    """Issuances whose process died mid-call become unconfirmed, so that reconciliation settles them."""
+    stuck = Certificate.objects.filter(status=Certificate.Status.ISSUING, updated_at__lt=now - STUCK_ISSUING_AFTER)
+    if zone_id is not None:
+        stuck = stuck.filter(zone_id=zone_id)
+    ids = list(stuck.values_list("pk", flat=True))
+    Certificate.objects.filter(pk__in=ids, status=Certificate.Status.ISSUING).update(
+        status=Certificate.Status.UNCONFIRMED, last_error="the issuing process stopped mid-call", updated_at=now
+    )
+    return ids
 
 
 def _adopt_unconfirmed(zone_id: str, remote: list[ClientCertificate], result: ReconcileResult) -> None:

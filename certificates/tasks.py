@@ -13,6 +13,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from certificates import lifecycle
@@ -91,10 +92,15 @@ def reconcile_certificate(self: Task, certificate_id: int) -> str:
 def sweep_stuck() -> int:
     """Re-queue rows stuck in flight: issuances whose process died, unconfirmed ones nobody is settling."""
     now = timezone.now()
-    Certificate.objects.filter(
-        status=Certificate.Status.ISSUING, updated_at__lt=now - lifecycle.STUCK_ISSUING_AFTER
-    ).update(status=Certificate.Status.UNCONFIRMED, last_error="the issuing process stopped mid-call", updated_at=now)
-    stuck = Certificate.objects.filter(status=Certificate.Status.UNCONFIRMED).values_list("pk", flat=True)
+    newly_stuck = lifecycle.certificates_mark_stuck(now=now)
+    # Plus rows nobody has tried for a while: a row being retried by its own task is left to it.
+    idle = now - lifecycle.STUCK_ISSUING_AFTER
+    forgotten = (
+        Certificate.objects.filter(status=Certificate.Status.UNCONFIRMED, updated_at__lt=idle)
+        .filter(Q(last_attempt_at__isnull=True) | Q(last_attempt_at__lt=idle))
+        .values_list("pk", flat=True)
+    )
+    stuck = sorted({*newly_stuck, *forgotten})
     for certificate_id in stuck:
         reconcile_certificate.delay(certificate_id)
     return len(stuck)
