@@ -108,9 +108,12 @@ ACCOUNT_EMAIL_VERIFICATION = "mandatory"
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[mTLS portal] "
-# Failed logins are throttled per address and per account (allauth's rate limits, kept in the cache).
+# Failed logins are throttled in the cache (portal/accounts.py): per client address ("ip"), per account at one
+# client address ("key"), and per account from anywhere with a ceiling one client cannot reach alone.
+ACCOUNT_ADAPTER = "portal.accounts.AccountAdapter"
 ACCOUNT_RATE_LIMITS = {
     "login_failed": env_str("LOGIN_FAILED_RATE_LIMIT", "10/m/ip,5/5m/key"),
+    "login_failed_account": env_str("LOGIN_FAILED_ACCOUNT_RATE_LIMIT", "100/h/key"),
     "signup": "20/m/ip",
     "reset_password": "20/m/ip,5/m/key",
 }

@@ -1,13 +1,12 @@
 from django.contrib import admin
-from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 
 from certificates.api import api
 from portal import views
 
-# The admin's own login form asks for a password only; sending it to allauth's sign-in makes staff pass
-# their two-factor check there too.
-admin.site.login = login_required(admin.site.login)  # type: ignore[method-assign]
+# The admin's own login form asks for a password only, so it is never shown: staff sign in through allauth's
+# pages, which ask for their TOTP code, and the staff middleware checks that this session gave one.
+admin.site.login = views.admin_login  # type: ignore[method-assign]
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -126,6 +126,16 @@ def charlie(db):
 
 
 @pytest.fixture(autouse=True)
+def empty_cache():
+    """allauth keeps failed-login counts and used TOTP codes in the cache: no test inherits another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     # The real hasher is slow by design; the tests make many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

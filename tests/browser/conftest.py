@@ -174,14 +174,15 @@ def _save_artifacts_on_failure(ctx, request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture
 def sign_in(context, live_server):
-    """Signs a user in by giving the browser a session made by Django's test client (no password, no TOTP)."""
+    """Signs a user in through the portal's sign-in (password, then the TOTP code for staff) with Django's test
+    client, and gives the browser that session."""
 
     def sign_in(user) -> None:
         from django.conf import settings
-        from django.test import Client
 
-        client = Client()
-        client.force_login(user)
+        from tests.support.accounts import signed_in
+
+        client = signed_in(user)
         cookie = client.cookies[settings.SESSION_COOKIE_NAME]
         context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": cookie.value, "url": live_server.url}])
 

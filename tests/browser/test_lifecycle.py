@@ -80,7 +80,7 @@ def test_it_lets_an_administrator_reactivate_a_certificate_pending_revocation(
     other = services.certificate_issue(
         user=alice, csr=policy_csr(alice), validity_days=365, name="new-laptop", origin=services.Origin(actor=alice)
     )
-    sign_in(charlie)  # staff with TOTP set up; the session skips the login form and its code
+    sign_in(charlie)  # staff: password and TOTP code
 
     page.goto(CHANGELIST)
     expect(page.locator("#result_list")).to_contain_text("old-laptop")

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from certificates import services
 from certificates.models import AuditEvent, Certificate
+from tests.support.accounts import signed_in
 from tests.support.pki import policy_csr
 
 CHANGELIST = reverse("admin:certificates_certificate_changelist")
@@ -15,9 +16,7 @@ CHANGELIST = reverse("admin:certificates_certificate_changelist")
 
 @pytest.fixture
 def staff(charlie) -> Client:
-    client = Client()
-    client.force_login(charlie)
-    return client
+    return signed_in(charlie)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from certificates import services
 from certificates.models import ApiToken, AuditEvent, Certificate
+from tests.support.accounts import signed_in
 from tests.support.pki import policy_csr
 
 
@@ -44,7 +45,7 @@ def test_the_dashboard_lists_the_owners_certificates_with_fingerprint(issued, al
 def test_another_users_certificate_pages_are_404(issued, bob, charlie, name):
     assert logged_in(bob).get(reverse(name, args=[issued.pk])).status_code == 404
     # Staff manage other people's certificates in the admin, not through the owner's pages.
-    assert logged_in(charlie).get(reverse(name, args=[issued.pk])).status_code == 404
+    assert signed_in(charlie).get(reverse(name, args=[issued.pk])).status_code == 404
 
 
 def test_the_detail_page_shows_the_history(issued, alice):
@@ -136,13 +137,13 @@ def test_staff_without_two_factor_are_sent_to_set_it_up(db):
 
 
 def test_staff_with_two_factor_reach_the_admin(charlie):
-    assert logged_in(charlie).get(reverse("admin:index")).status_code == 200
+    assert signed_in(charlie).get(reverse("admin:index")).status_code == 200
 
 
 def test_the_staff_firewall_page_shows_the_plan(emulator, issued, charlie, settings):
     settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
 
-    response = logged_in(charlie).get(reverse("certificates:firewall"))
+    response = signed_in(charlie).get(reverse("certificates:firewall"))
 
     assert response.status_code == 200
     assert b"mtls_portal_base" in response.content
