@@ -1,9 +1,11 @@
-"""Django admin: certificates (revoke with a reason, reactivate while pending), tokens, the audit log."""
+"""Django admin: certificates (revoke with a reason, reactivate while pending), tokens, the audit log, and the
+queue of access requests (admission, room in a full zone)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -12,8 +14,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from certificates import services
-from certificates.models import AllowlistEntry, ApiToken, AuditEvent, Certificate, UnknownCertificate
+from certificates import admission, services
+from certificates.models import AccessRequest, AllowlistEntry, ApiToken, AuditEvent, Certificate, UnknownCertificate
 from certificates.views_helpers import origin_of
 
 
@@ -192,3 +194,69 @@ class AllowlistEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: AllowlistEntry | None = None) -> bool:
         return False
+
+
+class PendingFirstFilter(admin.SimpleListFilter):
+    """The queue opens on what waits for a decision."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [*AccessRequest.Status.choices, ("all", "All")]
+
+    def choices(self, changelist: Any) -> Any:
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": (self.value() or AccessRequest.Status.PENDING) == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[AccessRequest]) -> QuerySet[AccessRequest]:
+        value = self.value() or AccessRequest.Status.PENDING
+        return queryset if value == "all" else queryset.filter(status=value)
+
+
+@admin.register(AccessRequest)
+class AccessRequestAdmin(admin.ModelAdmin):
+    """Staff's queue: accounts waiting for admission (PORTAL_ADMISSION=approval) and users asking for room."""
+
+    list_display = ("created_at", "email", "kind", "status", "note", "held", "decided_by", "decided_at")
+    list_filter = (PendingFirstFilter, "kind")
+    list_select_related = ("user", "decided_by")
+    search_fields = ("user__username", "user__email", "note")
+    actions = ("approve_selected", "refuse_selected")
+    readonly_fields = ("user", "kind", "status", "note", "created_at", "decided_at", "decided_by")
+
+    @admin.display(description="account", ordering="user__email")
+    def email(self, obj: AccessRequest) -> str:
+        return obj.user.email or obj.user.get_username()
+
+    @admin.display(description="certificates held")
+    def held(self, obj: AccessRequest) -> int:
+        return admission.held_by(obj.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # users ask from their dashboard
+
+    def has_delete_permission(self, request: HttpRequest, obj: AccessRequest | None = None) -> bool:
+        return False  # decisions are history
+
+    @admin.action(description="Approve selected requests (for room: once there is room)")
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[AccessRequest]) -> None:
+        self._decide(request, queryset, approve=True)
+
+    @admin.action(description="Refuse selected requests")
+    def refuse_selected(self, request: HttpRequest, queryset: QuerySet[AccessRequest]) -> None:
+        self._decide(request, queryset, approve=False)
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[AccessRequest], *, approve: bool) -> None:
+        decided = sum(
+            services.access_request_decide(request=item, approve=approve, origin=origin_of(request))
+            for item in queryset.select_related("user")
+        )
+        verb = "approved" if approve else "refused"
+        self.message_user(request, f"{decided} request{'s' if decided != 1 else ''} {verb}; the users are emailed.")
+        if decided < queryset.count():
+            self.message_user(request, "Requests decided before were left as they were.", messages.WARNING)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -17,10 +18,11 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, django_auth
 from pydantic import Field
 
-from certificates import services
+from certificates import admission, services
 from certificates.models import Certificate
 from certificates.policy import KEY_TYPES, get_policy
 from certificates.views_helpers import origin_of
+from portal.integrations import get_zone_id
 
 
 class BearerToken(HttpBearer):
@@ -95,7 +97,7 @@ def list_certificates(request: HttpRequest) -> dict[str, Any]:
 
 @api.post(
     "/certificates",
-    response={201: CertificateOut, 400: Message, 409: Message, 503: Message},
+    response={201: CertificateOut, 400: Message, 403: Message, 409: Message, 503: Message},
     summary="Issue a certificate for a CSR",
 )
 def create_certificate(request: HttpRequest, payload: CertificateIn) -> Status[Certificate]:
@@ -160,7 +162,18 @@ def csr_policy(request: HttpRequest) -> dict[str, Any]:
             owner=request.auth, status__in=Certificate.HOLDS_A_SLOT
         ).count(),
         "zone_capacity": policy.zone_capacity,
+        "zone_room": admission.zone_room(get_zone_id()),
+        "admission": _admission_answer(request.auth),
         "openssl_command": policy.openssl_command(request.auth),
+    }
+
+
+def _admission_answer(user: Any) -> dict[str, Any]:
+    refusal = admission.admission_refusal(user)
+    return {
+        "policy": settings.PORTAL_ADMISSION,
+        "admitted": refusal is None,
+        "detail": refusal.message if refusal else "",
     }
 
 

@@ -159,6 +159,8 @@ class AuditEvent(models.Model):
         ALLOWLIST_CHANGED = "allowlist.changed", "Allowlist changed"
         TOKEN_CREATED = "token.created", "API token created"
         TOKEN_REVOKED = "token.revoked", "API token revoked"
+        ACCESS_REQUESTED = "access.requested", "Access requested from staff"
+        ACCESS_DECIDED = "access.decided", "Access request decided by staff"
 
     action = models.CharField(max_length=64, choices=Action.choices)
     actor = models.ForeignKey(
@@ -236,3 +238,49 @@ class UnknownCertificate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.common_name or self.cloudflare_id} ({self.status})"
+
+
+class Zone(models.Model):
+    """A Cloudflare zone the portal issues into. Issuance locks its row, so that two requests, from any users,
+    cannot both take the zone's last free slot."""
+
+    zone_id = models.CharField(max_length=32, unique=True)
+
+    def __str__(self) -> str:
+        return f"zone {self.zone_id}"
+
+
+class AccessRequest(models.Model):
+    """A user's request to staff: admission to issue certificates (PORTAL_ADMISSION=approval), or room in a full
+    zone. Staff decide in the admin; the user sees the request's state on their dashboard."""
+
+    class Kind(models.TextChoices):
+        ADMISSION = "admission", "Admission to issue certificates"
+        ROOM = "room", "Room in a full zone"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for staff"
+        APPROVED = "approved", "Approved"
+        REFUSED = "refused", "Refused"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_requests")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    note = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        constraints = [
+            # A user waits on at most one request of each kind: asking twice changes nothing.
+            models.UniqueConstraint(
+                fields=("user", "kind"), condition=models.Q(status="pending"), name="access_request_one_pending"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.user} ({self.get_status_display().lower()})"

@@ -16,13 +16,17 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.mail import send_mail
 from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 
+from certificates.admission import admission_refusal, held_by, pending_request, zone_lock, zone_room
 from certificates.allowlist import AllowlistError, CheckedAllowlist, check_networks
 from certificates.csr import CSRError, ValidatedCSR, public_key_sha256_of_certificate, validate_csr
 from certificates.firewall.compiler import allowlist_fits
-from certificates.models import AllowlistEntry, ApiToken, AuditEvent, Certificate
+from certificates.models import AccessRequest, AllowlistEntry, ApiToken, AuditEvent, Certificate
 from certificates.policy import CertificatePolicy, get_policy
 from cloudflare import errors as cf_errors
 from cloudflare.client import CloudflareClient
@@ -32,6 +36,8 @@ from portal.integrations import get_cloudflare_client, get_zone_id
 logger = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 100
+MAX_NOTE_LENGTH = 500
+ADMIN_QUEUE = "admin:certificates_accessrequest_changelist"
 DOWNLOAD_FORMATS = frozenset({"key", "certificate", "pkcs12", "zip", "certificate_pem"})
 
 
@@ -61,6 +67,18 @@ class CloudflareUnavailableError(ServiceError):
     status_code = 503
 
 
+class AdmissionError(ServiceError):
+    """The admission policy does not (yet) let this account issue certificates."""
+
+    status_code = 403
+
+
+ZONE_FULL = (
+    "The zone has no room for more certificates: every slot is in use. Ask staff for room on your dashboard; "
+    "you get an email when they have made some."
+)
+
+
 @dataclass(frozen=True)
 class Origin:
     """Who asked, and from where: recorded on every audit event."""
@@ -76,6 +94,9 @@ def certificate_issue(
     *, user: AbstractBaseUser, csr: str, validity_days: int, name: str, origin: Origin
 ) -> Certificate:
     """Validate, check quotas, record the intent, ask Cloudflare, record the result."""
+    refusal = admission_refusal(user)
+    if refusal is not None:
+        raise AdmissionError(refusal.message)
     policy = get_policy()
     name = clean_name(name, what="certificate")
     validated = _validate_request(user=user, csr=csr, validity_days=validity_days, policy=policy)
@@ -87,7 +108,7 @@ def certificate_issue(
         return _resolve_ambiguous_create(certificate, error=exc, origin=origin)
     except cf_errors.QuotaExceededError as exc:
         _record_failure(certificate, exc, origin)
-        raise QuotaError("The zone has no room for more certificates. Ask an administrator to free some.") from exc
+        raise QuotaError(ZONE_FULL) from exc
     except (cf_errors.RateLimitedError, cf_errors.BudgetExhaustedError, cf_errors.TransportError) as exc:
         # Refused before Cloudflare did anything (429, budget, no connection): nothing was made.
         _record_failure(certificate, exc, origin)
@@ -135,14 +156,17 @@ def _reserve_slot(
     with transaction.atomic():
         # One issuance per user at a time, so two tabs cannot both pass the quota check.
         get_user_model().objects.select_for_update().filter(pk=user.pk).first()
-        held = Certificate.objects.filter(owner=user, status__in=Certificate.HOLDS_A_SLOT).count()
+        held = held_by(user)
         if held >= policy.max_active_per_user:
             raise QuotaError(
-                f"You already have {held} active certificates, the most allowed. Revoke one you no longer use."
+                f"You already have {held} active certificates, the most allowed. "
+                "Revoke one you no longer use on your dashboard, then try again."
             )
-        in_zone = Certificate.objects.filter(zone_id=zone_id, status__in=Certificate.HOLDS_A_SLOT).count()
-        if in_zone >= policy.zone_capacity:
-            raise QuotaError("The zone has no room for more certificates. Ask an administrator to free some.")
+        # Then one issuance per zone at a time (always after the user's lock, so the two never deadlock): the
+        # zone's last free slot goes to one request, whoever else asks at the same moment.
+        zone_lock(zone_id)
+        if zone_room(zone_id) <= 0:
+            raise QuotaError(ZONE_FULL)
         if (
             Certificate.objects.filter(zone_id=zone_id, public_key_sha256=validated.public_key_sha256)
             .exclude(status=Certificate.Status.FAILED)
@@ -401,6 +425,84 @@ def allowlist_set(*, user: AbstractBaseUser, networks: list[str], origin: Origin
         )
         _firewall_changed(get_zone_id())
     return checked
+
+
+# -- access requests (admission, room in a full zone) ------------------------------------------------------------
+
+
+def access_request_create(*, user: AbstractBaseUser, kind: str, note: str, origin: Origin) -> AccessRequest:
+    """Ask staff for admission or for room; asking again while a request waits returns that request."""
+    if kind not in AccessRequest.Kind.values:
+        raise PolicyError(f"Unknown kind of request {kind!r}.")
+    note = clean_note(note)
+    if kind == AccessRequest.Kind.ADMISSION:
+        refusal = admission_refusal(user)
+        if refusal is None or not refusal.can_request:
+            raise InvalidTransitionError(refusal.message if refusal else "Your account may issue certificates already.")
+    with transaction.atomic():
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        waiting = pending_request(user, kind)
+        if waiting is not None:
+            return waiting
+        request = AccessRequest.objects.create(user=user, kind=kind, note=note)
+        audit(AuditEvent.Action.ACCESS_REQUESTED, origin, detail={"request_id": request.pk, "kind": kind})
+        transaction.on_commit(lambda: notify_staff_of_request(request))
+    return request
+
+
+def access_request_decide(*, request: AccessRequest, approve: bool, origin: Origin) -> bool:
+    """Staff's decision; False when the request was decided already (by someone else, say)."""
+    status = AccessRequest.Status.APPROVED if approve else AccessRequest.Status.REFUSED
+    with transaction.atomic():
+        decided = AccessRequest.objects.filter(pk=request.pk, status=AccessRequest.Status.PENDING).update(
+            status=status, decided_at=timezone.now(), decided_by=origin.actor
+        )
+        if not decided:
+            return False
+        request.refresh_from_db()
+        audit(
+            AuditEvent.Action.ACCESS_DECIDED,
+            origin,
+            detail={"request_id": request.pk, "kind": request.kind, "user_id": request.user_id, "decision": status},
+        )
+        transaction.on_commit(lambda: notify_user_of_decision(request))
+    return True
+
+
+def clean_note(note: str) -> str:
+    note = (note or "").strip()
+    if len(note) > MAX_NOTE_LENGTH:
+        raise PolicyError(f"The note is longer than {MAX_NOTE_LENGTH} characters.")
+    if any(unicodedata.category(char) in ("Cc", "Cs", "Cf") and char not in "\n\r\t" for char in note):
+        raise PolicyError("The note contains control characters.")
+    return note
+
+
+def notify_staff_of_request(request: AccessRequest) -> None:
+    staff = get_user_model().objects.filter(is_staff=True, is_active=True).exclude(email="")
+    recipients = list(staff.values_list("email", flat=True))
+    if not recipients:
+        logger.warning("Access request %s waits, but no active staff account has an email address", request.pk)
+        return
+    context = {"request": request, "queue_url": f"{settings.PORTAL_BASE_URL}{reverse(ADMIN_QUEUE)}"}
+    body = render_to_string("certificates/email/access_requested.txt", context)
+    _send_quietly(f"{request.get_kind_display()} asked by {request.user.email}", body, recipients)
+
+
+def notify_user_of_decision(request: AccessRequest) -> None:
+    if not request.user.email:
+        return
+    context = {"request": request, "dashboard_url": f"{settings.PORTAL_BASE_URL}{reverse('certificates:dashboard')}"}
+    body = render_to_string("certificates/email/access_decided.txt", context)
+    _send_quietly(f"Your request: {request.get_status_display().lower()}", body, [request.user.email])
+
+
+def _send_quietly(subject: str, body: str, recipients: list[str]) -> None:
+    # The request is recorded either way and shows in the admin queue; a mail server's hiccup must not undo it.
+    try:
+        send_mail(subject, body, None, recipients)
+    except Exception:
+        logger.exception("Could not send %r to %d recipient(s)", subject, len(recipients))
 
 
 # -- API tokens ----------------------------------------------------------------------------------------------

@@ -1,17 +1,22 @@
-"""One signal, because the user model and its admin are Django's: deactivating a user must reach the firewall.
+"""Receivers for what happens to accounts outside this app's code (Django's user admin, allauth's sign-up).
 
 A deactivated user's certificates go into the deny rules (DESIGN.md), so the sync runs after the commit.
+With PORTAL_ADMISSION=approval a new account joins the staff's queue at sign-up, with nothing to click.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from allauth.account.signals import user_signed_up
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models.signals import pre_save
 from django.dispatch import receiver
 
-from certificates.models import Certificate
+from certificates import admission, services
+from certificates.models import AccessRequest, Certificate
+from certificates.views_helpers import origin_of
 
 
 @receiver(pre_save, sender=get_user_model())
@@ -26,3 +31,9 @@ def queue_firewall_sync_on_activation_change(sender: type, instance: Any, **kwar
     zones = Certificate.objects.filter(owner_id=instance.pk).values_list("zone_id", flat=True).distinct()
     for zone_id in zones:
         request_firewall_sync(zone_id)
+
+
+@receiver(user_signed_up)
+def ask_for_admission_at_sign_up(sender: type, request: Any, user: Any, **kwargs: Any) -> None:
+    if settings.PORTAL_ADMISSION == admission.APPROVAL and not user.is_staff:
+        services.access_request_create(user=user, kind=AccessRequest.Kind.ADMISSION, note="", origin=origin_of(request))

@@ -10,6 +10,7 @@ urlpatterns = [
     path("certificates/<int:pk>/", views.certificate_detail, name="detail"),
     path("certificates/<int:pk>/certificate.pem", views.certificate_pem, name="pem"),
     path("certificates/<int:pk>/revoke/", views.certificate_revoke, name="revoke"),
+    path("certificates/access-requests/", views.access_request, name="access_request"),
     path("allowlist/", views.allowlist, name="allowlist"),
     path("tokens/", views.token_list, name="tokens"),
     path("staff/firewall/", views.firewall_status, name="firewall"),

@@ -6,16 +6,19 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from certificates import services
-from certificates.models import ApiToken, Certificate, FirewallState
+from certificates import admission, services
+from certificates.models import AccessRequest, ApiToken, Certificate, FirewallState
+from certificates.policy import get_policy
 from certificates.views_helpers import origin_of
 from cloudflare.errors import CloudflareError
+from portal.integrations import get_zone_id
 
 
 def _own_certificate(request: HttpRequest, pk: int) -> Certificate:
@@ -26,7 +29,39 @@ def _own_certificate(request: HttpRequest, pk: int) -> Certificate:
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     certificates = Certificate.objects.filter(owner=request.user)
-    return render(request, "certificates/dashboard.html", {"certificates": certificates})
+    return render(request, "certificates/dashboard.html", {"certificates": certificates, **standing(request.user)})
+
+
+def standing(user: AbstractBaseUser) -> dict[str, object]:
+    """What the user may issue now: admission, their own maximum, the zone's room, and requests to staff."""
+    policy = get_policy()
+    room = admission.zone_room(get_zone_id())
+    return {
+        "refusal": admission.admission_refusal(user),
+        "held": admission.held_by(user),
+        "max_active": policy.max_active_per_user,
+        "zone_room": room,
+        "zone_capacity": policy.zone_capacity,
+        "room_request": admission.pending_request(user, AccessRequest.Kind.ROOM),
+    }
+
+
+@login_required
+@require_POST
+def access_request(request: HttpRequest) -> HttpResponse:
+    """Ask staff for admission, or for room in a full zone: the buttons on the dashboard."""
+    try:
+        services.access_request_create(
+            user=request.user,
+            kind=request.POST.get("kind", ""),
+            note=request.POST.get("note", ""),
+            origin=origin_of(request),
+        )
+    except services.ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Your request is with staff. You get an email when they decide.")
+    return redirect("certificates:dashboard")
 
 
 @login_required
@@ -50,6 +85,7 @@ def certificate_new(request: HttpRequest) -> HttpResponse:
             "api_hostnames": settings.PORTAL_API_HOSTNAMES,
             "dashboard_url": reverse("certificates:dashboard"),
             "name_suggestion": renewed.name if renewed else f"certificate-{taken + 1}",
+            **standing(request.user),
         },
     )
 

@@ -6,7 +6,7 @@ key lets anyone lock a known account out. Here the address is the one the audit 
 TRUSTED_PROXY_COUNT for both), and failures count per account *at one client address*
 (`LOGIN_FAILED_RATE_LIMIT`), per client address, and per account across all addresses with a ceiling no single
 client can reach on its own (`LOGIN_FAILED_ACCOUNT_RATE_LIMIT`), which stops guessing spread over many
-addresses.
+addresses. With PORTAL_ADMISSION=email_domain, sign-up takes only addresses at the admitted domains.
 """
 
 from __future__ import annotations
@@ -15,15 +15,24 @@ from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.core import ratelimit
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest
 
+from certificates import admission
 from certificates.views_helpers import client_address
 
 ACCOUNT_CEILING_ACTION = "login_failed_account"
 
 
 class AccountAdapter(DefaultAccountAdapter):
+    def clean_email(self, email: str) -> str:
+        email = super().clean_email(email)
+        if settings.PORTAL_ADMISSION == admission.EMAIL_DOMAIN and not admission.email_domain_admitted(email):
+            domains = ", ".join(settings.PORTAL_ADMISSION_EMAIL_DOMAINS)
+            raise ValidationError(f"This portal is for addresses at {domains}.")
+        return email
+
     def get_client_ip(self, request: HttpRequest) -> str:
         address = client_address(request)
         if not address:

@@ -251,6 +251,13 @@ if CERTIFICATE_DEFAULT_VALIDITY_DAYS not in CERTIFICATE_VALIDITY_CHOICES:
 CERTIFICATE_MAX_ACTIVE_PER_USER = env_int("CERTIFICATE_MAX_ACTIVE_PER_USER", 5, minimum=1)
 # Cloudflare-managed CA: 100 certificates per zone on every plan unless Cloudflare raised it (FACTS.md §3).
 CLOUDFLARE_ZONE_CAPACITY = env_int("CLOUDFLARE_ZONE_CAPACITY", 100, minimum=1)
+# Which accounts may issue (certificates/admission.py): sign-up is open, the zone's capacity is not.
+PORTAL_ADMISSION = env_str("PORTAL_ADMISSION", "open").lower()
+PORTAL_ADMISSION_EMAIL_DOMAINS = [domain.lower().lstrip("@") for domain in env_list("PORTAL_ADMISSION_EMAIL_DOMAINS")]
+if PORTAL_ADMISSION not in ("open", "email_domain", "approval"):
+    raise ImproperlyConfigured(f"PORTAL_ADMISSION must be open, email_domain or approval, got {PORTAL_ADMISSION!r}")
+if PORTAL_ADMISSION == "email_domain" and not PORTAL_ADMISSION_EMAIL_DOMAINS:
+    raise ImproperlyConfigured("PORTAL_ADMISSION_EMAIL_DOMAINS is required when PORTAL_ADMISSION is email_domain")
 
 # IP allowlists: at most this many networks per user.
 ALLOWLIST_MAX_NETWORKS = env_int("ALLOWLIST_MAX_NETWORKS", 50, minimum=1)
