@@ -161,6 +161,8 @@ def csr_policy(request: HttpRequest) -> dict[str, Any]:
         ).count(),
         "zone_capacity": policy.zone_capacity,
         "openssl_command": policy.openssl_command(request.auth),
+        # The only extensions a CSR may request, and their values; anything else is refused by name.
+        "allowed_extensions": [{"name": e.name, "values": list(e.values)} for e in policy.granted_extensions],
     }
 
 
