@@ -72,6 +72,10 @@ BAD_CSRS = {
     "wrong CN": (build_csr([(NameOID.COMMON_NAME, "portal-user-8"), *GOOD_NAME[1:]]), "CN=portal-user-7"),
     "missing OU": (build_csr(GOOD_NAME[:2]), "OU=API Developers"),
     "extra country": (build_csr([*GOOD_NAME, (NameOID.COUNTRY_NAME, "US")]), "remove countryName"),
+    "private OID in subject": (
+        build_csr([*GOOD_NAME, (ObjectIdentifier("1.3.6.1.4.1.55555.2"), "x")]),
+        "remove 1.3.6.1.4.1.55555.2",
+    ),
     "CN twice": (build_csr([*GOOD_NAME, (NameOID.COMMON_NAME, "portal-user-7")]), "CN twice"),
 }
 
