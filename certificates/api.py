@@ -165,6 +165,8 @@ def csr_policy(request: HttpRequest) -> dict[str, Any]:
         "zone_room": admission.zone_room(get_zone_id()),
         "admission": _admission_answer(request.auth),
         "openssl_command": policy.openssl_command(request.auth),
+        # The only extensions a CSR may request, and their values; anything else is refused by name.
+        "allowed_extensions": [{"name": e.name, "values": list(e.values)} for e in policy.granted_extensions],
     }
 
 

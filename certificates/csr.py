@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, ObjectIdentifier
 
 from certificates.policy import MAX_RSA_BITS, MIN_RSA_BITS, CertificatePolicy, KeyType, Subject
 
@@ -25,6 +25,20 @@ SUBJECT_OIDS = {
     NameOID.COMMON_NAME: "CN",
     NameOID.ORGANIZATION_NAME: "O",
     NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
+}
+# PKCS#9 extensionRequest: the attribute that carries requested extensions, checked one by one below.
+EXTENSION_REQUEST = ObjectIdentifier("1.2.840.113549.1.9.14")
+# Well-known OIDs cryptography has no name for.
+OID_NAMES = {ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage"}
+# RFC 5280 bit names, as OpenSSL prints them (cryptography's attribute names differ).
+KEY_USAGE_BITS = {
+    "digital_signature": "digitalSignature",
+    "content_commitment": "nonRepudiation",
+    "key_encipherment": "keyEncipherment",
+    "data_encipherment": "dataEncipherment",
+    "key_agreement": "keyAgreement",
+    "key_cert_sign": "keyCertSign",
+    "crl_sign": "cRLSign",
 }
 
 
@@ -47,7 +61,9 @@ def validate_csr(pem: str, *, policy: CertificatePolicy, subject: Subject) -> Va
         raise CSRError("The CSR's signature does not verify: it was not signed by the key it contains.")
     key_type = _allowed_key_type(request, policy)
     _check_subject(request.subject, subject)
+    _check_attributes(request)
     _check_no_ca_rights(request)
+    _check_granted_extensions(request, policy)
     public_key_der = request.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -125,7 +141,7 @@ def _check_subject(actual: x509.Name, expected: Subject) -> None:
         for attribute in rdn:
             label = SUBJECT_OIDS.get(attribute.oid)
             if label is None:
-                name = attribute.oid._name or attribute.oid.dotted_string
+                name = _readable(attribute.oid)
                 raise CSRError(f"The subject must contain only {_describe(wanted)}; remove {name}.")
             if label in found:
                 raise CSRError(f"The subject has {label} twice; it must contain only {_describe(wanted)}.")
@@ -140,12 +156,77 @@ def _describe(fields: dict[str, str]) -> str:
     return ", ".join(f"{key}={value}" for key, value in fields.items())
 
 
-def _check_no_ca_rights(request: x509.CertificateSigningRequest) -> None:
+def _readable(oid: ObjectIdentifier) -> str:
+    name = OID_NAMES.get(oid, oid._name)
+    return oid.dotted_string if not name or name == "Unknown OID" else name
+
+
+def _check_attributes(request: x509.CertificateSigningRequest) -> None:
     try:
-        extensions = request.extensions
+        attributes = list(request.attributes)
     except ValueError:
+        raise CSRError("The CSR's attributes could not be read.") from None
+    # Only the extension request may be there; challengePassword and the like mean nothing to the portal.
+    # Named, never echoed: a challengePassword is a secret.
+    refused = [_readable(a.oid) for a in attributes if a.oid != EXTENSION_REQUEST]
+    if refused:
+        raise CSRError(
+            f"The CSR carries attributes the portal does not accept: {', '.join(refused)}. Make it without them."
+        )
+
+
+def _requested_extensions(request: x509.CertificateSigningRequest) -> x509.Extensions:
+    try:
+        return request.extensions
+    except (ValueError, x509.DuplicateExtension):
         raise CSRError("The CSR's requested extensions could not be read.") from None
-    for extension in extensions:
+
+
+def _check_granted_extensions(request: x509.CertificateSigningRequest, policy: CertificatePolicy) -> None:
+    refused: list[str] = []
+    for extension in _requested_extensions(request):
+        name = _readable(extension.oid)
+        granted = policy.granted_values(name)
+        values = _requested_values(extension.value)
+        if granted is None or values is None:
+            refused.append(name)
+        else:
+            refused.extend(f"{name} {value}" for value in values if value not in granted)
+    if refused:
+        raise CSRError(
+            f"The CSR requests extensions the portal does not grant: {', '.join(refused)}. "
+            "Cloudflare sets a client certificate's extensions itself, so make the CSR without them "
+            f"(the portal's openssl command does); {_describe_grants(policy)}."
+        )
+
+
+def _describe_grants(policy: CertificatePolicy) -> str:
+    if not policy.granted_extensions:
+        return "it may request none"
+    grants = "; ".join(f"{e.name} {', '.join(e.values)}" for e in policy.granted_extensions)
+    return f"the most it may request is {grants}"
+
+
+def _requested_values(value: x509.ExtensionType) -> list[str] | None:
+    """What the extension asks for, in OpenSSL's names; None for extensions whose values the policy cannot judge."""
+    if isinstance(value, x509.BasicConstraints):
+        return ["CA:TRUE" if value.ca else "CA:FALSE"]
+    if isinstance(value, x509.KeyUsage):
+        bits = [label for attribute, label in KEY_USAGE_BITS.items() if getattr(value, attribute)]
+        # encipherOnly and decipherOnly exist only with keyAgreement; cryptography raises when asked otherwise.
+        if value.key_agreement and value.encipher_only:
+            bits.append("encipherOnly")
+        if value.key_agreement and value.decipher_only:
+            bits.append("decipherOnly")
+        return bits
+    if isinstance(value, x509.ExtendedKeyUsage):
+        return [_readable(usage) for usage in value]
+    return None
+
+
+def _check_no_ca_rights(request: x509.CertificateSigningRequest) -> None:
+    # Checked apart from the policy's grants, so that no edit of GRANTED_EXTENSIONS can ever grant CA rights.
+    for extension in _requested_extensions(request):
         if extension.oid == ExtensionOID.BASIC_CONSTRAINTS and extension.value.ca:
             raise CSRError(
                 "The CSR asks for CA rights (basicConstraints CA:TRUE); client certificates cannot have them."

@@ -1,4 +1,4 @@
-"""The certificate policy, in one place: the subject a CSR must carry, allowed keys, validity, quotas.
+"""The certificate policy, in one place: the subject a CSR must carry, allowed keys and extensions, validity, quotas.
 
 Values come from settings (CERTIFICATE_* in portal/settings.py); `get_policy()` builds it and
 `GET /api/v1/csr-policy` serves it to the browser and to API clients.
@@ -33,6 +33,26 @@ MAX_RSA_BITS = 4096
 
 
 @dataclass(frozen=True)
+class GrantedExtension:
+    """An extension a CSR may request, and the values of it the portal grants (in OpenSSL's names)."""
+
+    name: str
+    values: tuple[str, ...]
+
+
+# A client certificate needs nothing from the CSR: Cloudflare sets the certificate's extensions itself, and
+# whether it copies requested ones is undocumented. So a CSR may request only what a client certificate is
+# anyway; anything else (subjectAltName, serverAuth, signing rights, unknown OIDs) is refused by name.
+# keyEncipherment is granted for EC keys too: common client-certificate recipes add it whatever the key,
+# and it asks for no right beyond TLS client authentication.
+GRANTED_EXTENSIONS: tuple[GrantedExtension, ...] = (
+    GrantedExtension("basicConstraints", ("CA:FALSE",)),
+    GrantedExtension("keyUsage", ("digitalSignature", "keyEncipherment")),
+    GrantedExtension("extendedKeyUsage", ("clientAuth",)),
+)
+
+
+@dataclass(frozen=True)
 class Subject:
     common_name: str
     organization: str
@@ -59,6 +79,7 @@ class CertificatePolicy:
     max_active_per_user: int
     zone_capacity: int
     max_csr_bytes: int = 8192
+    granted_extensions: tuple[GrantedExtension, ...] = GRANTED_EXTENSIONS
 
     def subject_for(self, user: AbstractBaseUser) -> Subject:
         # The primary key, not the email: it identifies the account and never changes.
@@ -70,6 +91,10 @@ class CertificatePolicy:
 
     def key_type(self, algorithm: str, size: int) -> KeyType | None:
         return next((k for k in KEY_TYPES if k.algorithm == algorithm and k.size == size), None)
+
+    def granted_values(self, extension_name: str) -> tuple[str, ...] | None:
+        """The values of the extension a CSR may request; None when it may not request the extension at all."""
+        return next((e.values for e in self.granted_extensions if e.name == extension_name), None)
 
     def is_allowed_validity(self, days: int) -> bool:
         return days in self.validity_choices

@@ -9,7 +9,7 @@ from django.test import Client
 
 from certificates import services
 from certificates.models import AuditEvent, Certificate
-from tests.support.pki import policy_csr
+from tests.support.pki import UNGRANTED_REQUESTS, policy_csr
 
 
 def token_for(user) -> str:
@@ -246,3 +246,27 @@ def test_text_that_would_break_emails_or_the_database_is_a_400(emulator, api, al
     assert response.status_code == 400, response.content
     assert message in response.json()["detail"]
     assert emulator.request_log == []
+
+
+def test_the_policy_lists_the_extensions_a_csr_may_request(db, api, alice):
+    policy = api.as_user(alice).get("/csr-policy").json()
+
+    assert policy["allowed_extensions"] == [
+        {"name": "basicConstraints", "values": ["CA:FALSE"]},
+        {"name": "keyUsage", "values": ["digitalSignature", "keyEncipherment"]},
+        {"name": "extendedKeyUsage", "values": ["clientAuth"]},
+    ]
+
+
+@pytest.mark.parametrize(("extensions", "attributes", "message"), UNGRANTED_REQUESTS.values(), ids=UNGRANTED_REQUESTS)
+def test_a_csr_requesting_what_the_policy_does_not_grant_is_a_400_naming_it(
+    emulator, api, alice, extensions, attributes, message
+):
+    csr = policy_csr(alice, extensions=extensions, attributes=attributes)
+
+    response = issue_via_api(api, alice, csr=csr)
+
+    assert response.status_code == 400, response.content
+    assert message in response.json()["detail"]
+    assert emulator.request_log == []
+    assert not Certificate.objects.exists()
