@@ -130,9 +130,13 @@ def clean_name(name: str, *, what: str) -> str:
         raise PolicyError(f"Give the {what} a name, for example the machine or service that will use it.")
     if len(name) > MAX_NAME_LENGTH:
         raise PolicyError(f"The name is longer than {MAX_NAME_LENGTH} characters.")
-    if any(unicodedata.category(char) in ("Cc", "Cs", "Cf") for char in name):
+    if has_control_characters(name):
         raise PolicyError("The name contains control characters; use letters, digits, spaces and punctuation.")
     return name
+
+
+def has_control_characters(text: str, *, allowed: str = "") -> bool:
+    return any(unicodedata.category(char) in ("Cc", "Cs", "Cf") and char not in allowed for char in text)
 
 
 def _validate_request(
@@ -439,6 +443,8 @@ def access_request_create(*, user: AbstractBaseUser, kind: str, note: str, origi
         refusal = admission_refusal(user)
         if refusal is None or not refusal.can_request:
             raise InvalidTransitionError(refusal.message if refusal else "Your account may issue certificates already.")
+    elif zone_room(get_zone_id()) > 0:
+        raise InvalidTransitionError("The zone has room: make your certificate, no request is needed.")
     with transaction.atomic():
         get_user_model().objects.select_for_update().filter(pk=user.pk).first()
         waiting = pending_request(user, kind)
@@ -473,7 +479,7 @@ def clean_note(note: str) -> str:
     note = (note or "").strip()
     if len(note) > MAX_NOTE_LENGTH:
         raise PolicyError(f"The note is longer than {MAX_NOTE_LENGTH} characters.")
-    if any(unicodedata.category(char) in ("Cc", "Cs", "Cf") and char not in "\n\r\t" for char in note):
+    if has_control_characters(note, allowed="\n\r\t"):
         raise PolicyError("The note contains control characters.")
     return note
 

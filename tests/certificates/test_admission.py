@@ -236,11 +236,17 @@ def test_a_pending_account_cannot_stack_requests_and_a_decision_is_made_once(emu
     ("form", "message"),
     [
         ({"kind": "superuser"}, b"Unknown kind of request"),
+        ({"kind": "room"}, b"The zone has room"),
+        ({"kind": "admission"}, b"Your account may issue certificates already"),
         ({"kind": "room", "note": "x" * 501}, b"longer than 500 characters"),
         ({"kind": "room", "note": "bell\x07"}, b"control characters"),
     ],
 )
-def test_bad_requests_change_nothing(db, alice, form, message):
+def test_bad_requests_change_nothing(emulator, settings, alice, bob, form, message):
+    settings.CLOUDFLARE_ZONE_CAPACITY = 1
+    if form["kind"] == "room" and "note" not in form:
+        settings.CLOUDFLARE_ZONE_CAPACITY = 2  # room left: nothing to ask for
+    issue(bob)
     client = signed_in(alice)
 
     response = client.post(reverse("certificates:access_request"), form, follow=True)
