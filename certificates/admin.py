@@ -137,10 +137,21 @@ class CertificateAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "hint", "created_at", "last_used_at", "revoked_at")
+    list_display = ("name", "owner", "hint", "scope", "created_at", "expires_at", "last_used_at", "revoked_at")
+    list_filter = ("scope",)
     list_select_related = ("owner",)
     search_fields = ("name", "owner__username", "owner__email")
-    readonly_fields = ("owner", "name", "hint", "token_sha256", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = (
+        "owner",
+        "name",
+        "hint",
+        "token_sha256",
+        "scope",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -1,21 +1,27 @@
 """JSON API v1 (django-ninja). OpenAPI document at /api/v1/openapi.json, docs at /api/v1/docs.
 
-Auth: a personal API token (`Authorization: Bearer mtp_...`), or the browser's session (with CSRF).
-Every error is JSON `{"detail": "..."}` with a 4xx status (503 when Cloudflare is unavailable).
+Auth: a personal API token (`Authorization: Bearer mtp_...`, read-only or read-write, until it expires), or
+the browser's session (read-write, with CSRF).
+Every answer under /api/v1/, errors included, is JSON; errors are `{"detail": "..."}` with a 4xx status
+(500 for a fault of ours, 503 when Cloudflare is unavailable).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404
-from django.urls import reverse
+from django.urls import URLPattern, URLResolver, re_path, reverse
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from ninja.security import HttpBearer, django_auth
+from ninja.security import HttpBearer, SessionAuth
 from pydantic import Field
 
 from certificates import admission, services
@@ -24,20 +30,82 @@ from certificates.policy import KEY_TYPES, get_policy
 from certificates.views_helpers import origin_of
 from portal.integrations import get_zone_id
 
+logger = logging.getLogger(__name__)
+
+# Methods that only read; a read-only token may use these and nothing else.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 class BearerToken(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Any:
-        user = services.api_token_authenticate(token)
+        user = services.api_token_authenticate(token, for_write=request.method not in READ_METHODS)
         if user is not None:
             request.user = user
         return user
 
 
-api = NinjaAPI(
+class BrowserSession(SessionAuth):
+    """The browser's login session, read-write and CSRF-checked.
+
+    Ninja checks CSRF before it looks for a login, so a request with neither a token nor a session got
+    403 "CSRF check Failed"; checking CSRF only for a logged-in user makes that a 401 while a logged-in
+    write without the CSRF token is still refused.
+    """
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        if not request.user.is_authenticated:
+            return None
+        return super()._get_key(request)
+
+
+class JsonOnlyNinjaAPI(NinjaAPI):
+    """Ninja, with the answers it leaves to Django made JSON too.
+
+    Ninja answers a wrong method with a plain-text 405, its root view (`/api/v1/`) raises Http404 to Django,
+    and a path it does not know (or an id its converter refuses, like `certificates/abc`) falls through to
+    Django's HTML 404. The catch-all comes last, so it catches only what no route matched, whatever order
+    routes are added in. The interactive docs page stays HTML: it is for people, not an API answer.
+    """
+
+    @property
+    def urls(self) -> tuple[list[URLResolver | URLPattern], str, str]:
+        patterns, app_name, namespace = super().urls
+        wrapped: list[URLResolver | URLPattern] = [self._answering_in_json(pattern) for pattern in patterns]
+        # An empty regex matches every remaining path. CSRF-exempt like ninja's views, or Django's CSRF check
+        # would answer a POST to an unknown path with its HTML 403.
+        wrapped.append(re_path(r"", csrf_exempt(self._path_not_found)))
+        return wrapped, app_name, namespace
+
+    def _answering_in_json(self, pattern: URLResolver | URLPattern) -> URLResolver | URLPattern:
+        if not isinstance(pattern, URLPattern):
+            return pattern
+        view = pattern.callback
+
+        @functools.wraps(view)
+        def view_answering_in_json(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                response = view(request, *args, **kwargs)
+            except Http404:
+                return not_found(request)
+            if isinstance(response, HttpResponseNotAllowed):
+                allowed = response["Allow"]
+                response = self.create_response(
+                    request, {"detail": f"{request.method} is not allowed here; use {allowed}."}, status=405
+                )
+                response["Allow"] = allowed
+            return response
+
+        return URLPattern(pattern.pattern, view_answering_in_json, pattern.default_args, pattern.name)
+
+    def _path_not_found(self, request: HttpRequest) -> HttpResponse:
+        return not_found(request)
+
+
+api = JsonOnlyNinjaAPI(
     title="mTLS developer portal API",
     version="1",
     urls_namespace="api-v1",
-    auth=[BearerToken(), django_auth],
+    auth=[BearerToken(), BrowserSession()],
 )
 
 
@@ -111,13 +179,13 @@ def create_certificate(request: HttpRequest, payload: CertificateIn) -> Status[C
     return Status(201, certificate)
 
 
-@api.get("/certificates/{certificate_id}", response={200: CertificateOut, 404: Message}, summary="One certificate")
+@api.get("/certificates/{int:certificate_id}", response={200: CertificateOut, 404: Message}, summary="One certificate")
 def get_certificate(request: HttpRequest, certificate_id: int) -> Certificate:
     return _own_certificate(request, certificate_id)
 
 
 @api.post(
-    "/certificates/{certificate_id}/revoke",
+    "/certificates/{int:certificate_id}/revoke",
     response={202: CertificateOut, 404: Message, 409: Message, 503: Message},
     summary="Revoke a certificate (Cloudflare finishes asynchronously)",
 )
@@ -130,7 +198,7 @@ def revoke_certificate(
 
 
 @api.post(
-    "/certificates/{certificate_id}/download-events",
+    "/certificates/{int:certificate_id}/download-events",
     response={204: None, 400: Message, 404: Message},
     summary="Record that a file of this certificate was downloaded (for the audit log)",
 )
@@ -220,6 +288,36 @@ def authentication_error(request: HttpRequest, exc: AuthenticationError) -> Http
 @api.exception_handler(HttpError)
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
+
+
+@api.exception_handler(Http404)
+def not_found(request: HttpRequest, exc: Http404 | None = None) -> HttpResponse:
+    # The same answer for an unknown path, a malformed id and someone else's certificate: nothing is revealed.
+    return api.create_response(request, {"detail": "Not found."}, status=404)
+
+
+@api.exception_handler(RequestDataTooBig)
+def request_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return api.create_response(request, {"detail": f"The request body is larger than {limit} bytes."}, status=413)
+
+
+@api.exception_handler(SuspiciousOperation)
+def suspicious_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    # What Django would answer with an HTML 400 (too many fields, a malformed header...).
+    return api.create_response(request, {"detail": "Bad request."}, status=400)
+
+
+@api.exception_handler(PermissionDenied)
+def permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    return api.create_response(request, {"detail": "You are not allowed to do this."}, status=403)
+
+
+@api.exception_handler(Exception)
+def server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # Ninja would re-raise to Django's HTML 500 page (or a traceback with DEBUG); the client gets neither.
+    logger.exception("API error on %s %s", request.method, request.path)
+    return api.create_response(request, {"detail": "Internal error; it has been logged."}, status=500)
 
 
 def _describe_problem(error: dict[str, Any]) -> str:

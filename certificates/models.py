@@ -112,6 +112,10 @@ class ApiToken(models.Model):
 
     PREFIX = "mtp_"
 
+    class Scope(models.TextChoices):
+        READ_ONLY = "read_only", "read-only"
+        READ_WRITE = "read_write", "read-write"
+
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
     token_sha256 = models.CharField(max_length=64, unique=True)
@@ -120,6 +124,10 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Chosen when the token is made (API_TOKEN_DEFAULT_DAYS, at most API_TOKEN_MAX_DAYS); a leaked token
+    # that nobody revokes stops working on its own.
+    expires_at = models.DateTimeField()
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.READ_WRITE)
 
     class Meta:
         ordering = ("-created_at",)
@@ -130,6 +138,14 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at <= timezone.now()
+
+    @property
+    def is_read_only(self) -> bool:
+        return self.scope == self.Scope.READ_ONLY
 
     @classmethod
     def generate(cls) -> str:

@@ -147,28 +147,63 @@ def allowlist(request: HttpRequest) -> HttpResponse:
     return render(request, "certificates/allowlist.html", {"networks_text": text})
 
 
+# A new token's secret waits here for the one page view that shows it (post/redirect/get).
+SHOW_ONCE_SESSION_KEY = "certificates:new_api_token"
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_list(request: HttpRequest) -> HttpResponse:
-    new_secret = None
     if request.method == "POST":
-        try:
-            _token, new_secret = services.api_token_create(
-                user=request.user, name=request.POST.get("name", ""), origin=origin_of(request)
-            )
-        except services.ServiceError as exc:
-            messages.error(request, exc.message)
-    tokens = ApiToken.objects.filter(owner=request.user)
-    response = render(request, "certificates/token_list.html", {"tokens": tokens, "new_secret": new_secret})
+        # Success or not, answer with a redirect: reloading the page then repeats the GET, never the POST,
+        # so a reload cannot make a second token.
+        _create_token(request)
+        return redirect("certificates:tokens")
+    new_secret = request.session.pop(SHOW_ONCE_SESSION_KEY, None)
+    context = {
+        "tokens": ApiToken.objects.filter(owner=request.user),
+        "new_secret": new_secret,
+        "scopes": ApiToken.Scope.choices,
+        "default_days": settings.API_TOKEN_DEFAULT_DAYS,
+        "max_days": settings.API_TOKEN_MAX_DAYS,
+    }
+    response = render(request, "certificates/token_list.html", context)
     if new_secret:
         response["Cache-Control"] = "no-store"  # the token is shown once; keep it out of caches
     return response
 
 
+def _create_token(request: HttpRequest) -> None:
+    try:
+        _token, secret = services.api_token_create(
+            user=request.user,
+            name=request.POST.get("name", ""),
+            origin=origin_of(request),
+            days=_requested_days(request.POST.get("days", "")),
+            scope=request.POST.get("scope", ApiToken.Scope.READ_WRITE),
+        )
+    except services.ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        request.session[SHOW_ONCE_SESSION_KEY] = secret
+
+
+def _requested_days(text: str) -> int | None:
+    """None (the default lifetime) when the field is empty; the service checks the range."""
+    text = text.strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise services.PolicyError("Give the token's lifetime as a whole number of days.")
+    return int(text)
+
+
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=pk, owner=request.user)
+    if request.method == "GET":
+        return render(request, "certificates/token_revoke.html", {"token": token})
     services.api_token_revoke(token=token, origin=origin_of(request))
     messages.success(request, f"Token “{token.name}” revoked.")
     return redirect("certificates:tokens")

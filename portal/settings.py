@@ -262,6 +262,14 @@ if PORTAL_ADMISSION == "email_domain" and not PORTAL_ADMISSION_EMAIL_DOMAINS:
 # IP allowlists: at most this many networks per user.
 ALLOWLIST_MAX_NETWORKS = env_int("ALLOWLIST_MAX_NETWORKS", 50, minimum=1)
 
+# API tokens: days a new token lasts unless its maker chooses, and the longest anyone may choose.
+API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 365, minimum=1)
+API_TOKEN_DEFAULT_DAYS = env_int("API_TOKEN_DEFAULT_DAYS", 90, minimum=1)
+if API_TOKEN_DEFAULT_DAYS > API_TOKEN_MAX_DAYS:
+    raise ImproperlyConfigured(
+        f"API_TOKEN_DEFAULT_DAYS ({API_TOKEN_DEFAULT_DAYS}) must not exceed API_TOKEN_MAX_DAYS ({API_TOKEN_MAX_DAYS})"
+    )
+
 # Where the portal is reached, for links in emails (no trailing slash).
 PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 # Expiry reminders: days before expiry at which the owner is emailed, each once.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from certificates import services
-from certificates.models import AuditEvent, Certificate
+from certificates.models import ApiToken, AuditEvent, Certificate
 from tests.support.pki import UNGRANTED_REQUESTS, policy_csr
 
 
@@ -190,7 +192,7 @@ def test_bad_input_gets_a_4xx_message_and_no_cloudflare_call(emulator, api, alic
 def test_bad_ids_are_404_not_500(emulator, api, alice):
     api.as_user(alice)
     assert api.get("/certificates/999999").status_code == 404
-    assert api.get("/certificates/not-a-number").status_code in (404, 422)
+    assert api.get("/certificates/not-a-number").status_code == 404
 
 
 def test_download_events_are_audited_and_unknown_formats_refused(emulator, api, alice):
@@ -270,3 +272,60 @@ def test_a_csr_requesting_what_the_policy_does_not_grant_is_a_400_naming_it(
     assert message in response.json()["detail"]
     assert emulator.request_log == []
     assert not Certificate.objects.exists()
+
+
+def test_an_expired_token_is_a_401(db, alice, settings):
+    token, secret = services.api_token_create(user=alice, name="t", origin=services.Origin(actor=alice), days=1)
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    response = Client().get("/api/v1/certificates", headers={"Authorization": f"Bearer {secret}"})
+
+    assert response.status_code == 401
+    assert response.json()["detail"]
+
+
+def test_a_token_works_until_it_expires(db, alice):
+    token, secret = services.api_token_create(user=alice, name="t", origin=services.Origin(actor=alice), days=1)
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() + timedelta(seconds=30))
+
+    assert Client().get("/api/v1/certificates", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+
+
+def test_a_read_only_token_reads_but_cannot_write(emulator, alice):
+    issued = services.certificate_issue(
+        user=alice, csr=policy_csr(alice), validity_days=365, name="ci", origin=services.Origin(actor=alice)
+    )
+    _token, secret = services.api_token_create(
+        user=alice, name="t", origin=services.Origin(actor=alice), scope=ApiToken.Scope.READ_ONLY
+    )
+    client, headers = Client(), {"Authorization": f"Bearer {secret}"}
+    calls_before = len(emulator.request_log)
+
+    listed = client.get("/api/v1/certificates", headers=headers)
+    one = client.get(f"/api/v1/certificates/{issued.pk}", headers=headers)
+    policy = client.get("/api/v1/csr-policy", headers=headers)
+    revoke = client.post(
+        f"/api/v1/certificates/{issued.pk}/revoke", data="{}", content_type="application/json", headers=headers
+    )
+    issue = client.post(
+        "/api/v1/certificates",
+        data=json.dumps({"csr": policy_csr(alice), "validity_days": 365, "name": "x"}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+    assert (listed.status_code, one.status_code, policy.status_code) == (200, 200, 200)
+    assert revoke.status_code == issue.status_code == 403
+    assert "read-only" in revoke.json()["detail"]
+    assert Certificate.objects.get().status == Certificate.Status.ACTIVE
+    assert len(emulator.request_log) == calls_before
+
+
+def test_a_browser_session_may_write(emulator, alice):
+    browser = Client()
+    browser.force_login(alice)
+
+    response = browser.put("/api/v1/allowlist", data='{"networks": ["192.0.2.0/24"]}', content_type="application/json")
+
+    assert response.status_code == 200
+    assert services.allowlist_get(user=alice) == ["192.0.2.0/24"]

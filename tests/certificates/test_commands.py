@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from certificates import services
+from certificates.models import ApiToken
 
 
 def run(*args: str) -> str:
@@ -35,6 +36,35 @@ def test_it_creates_the_user_when_asked(db):
 def test_it_refuses_an_unknown_user_without_create_user(db):
     with pytest.raises(CommandError, match="--create-user"):
         run("nobody")
+
+
+def test_it_makes_a_read_only_token_with_the_chosen_lifetime(alice):
+    secret = run("alice", "--days", "7", "--read-only").strip()
+
+    token = ApiToken.objects.get(token_sha256=ApiToken.digest(secret))
+    assert token.scope == ApiToken.Scope.READ_ONLY
+    assert round((token.expires_at - token.created_at).total_seconds() / 86400) == 7
+    assert services.api_token_authenticate(secret, for_write=False) == alice
+
+
+def test_it_makes_a_read_write_token_with_the_default_lifetime(alice, settings):
+    settings.API_TOKEN_DEFAULT_DAYS = 30
+
+    secret = run("alice").strip()
+
+    token = ApiToken.objects.get(token_sha256=ApiToken.digest(secret))
+    assert token.scope == ApiToken.Scope.READ_WRITE
+    assert round((token.expires_at - token.created_at).total_seconds() / 86400) == 30
+
+
+def test_it_refuses_a_lifetime_over_the_cap_and_makes_nothing(db, settings):
+    settings.API_TOKEN_MAX_DAYS = 365
+
+    with pytest.raises(CommandError, match="from 1 to 365 days"):
+        run("robot", "--create-user", "--days", "366")
+
+    assert not ApiToken.objects.exists()
+    assert not get_user_model().objects.filter(username="robot").exists()
 
 
 def run_command(name: str, *args: str) -> str:

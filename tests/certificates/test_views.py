@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils.timezone import localtime
 
 from certificates import services
 from certificates.models import ApiToken, AuditEvent, Certificate
@@ -99,22 +100,112 @@ def test_token_revoke_needs_csrf_and_ownership(db, alice, bob):
 
     assert logged_in(alice, csrf_checks=True).post(url).status_code == 403
     assert logged_in(bob).post(url).status_code == 404
+    assert logged_in(bob).get(url).status_code == 404
     assert ApiToken.objects.get().is_active
     logged_in(alice).post(url)
     assert not ApiToken.objects.get().is_active
 
 
-def test_a_new_token_is_shown_once_and_stored_hashed(db, alice):
+def test_revoking_a_token_asks_first(db, alice):
+    token, _secret = services.api_token_create(user=alice, name="deploy", origin=services.Origin(actor=alice))
+    url = reverse("certificates:token_revoke", args=[token.pk])
     client = logged_in(alice)
 
-    created = client.post(reverse("certificates:tokens"), {"name": "deploy"})
-    shown = created.context["new_secret"]
-    again = client.get(reverse("certificates:tokens"))
+    listed = client.get(reverse("certificates:tokens"))
+    confirmation = client.get(url)
 
-    assert shown.encode() in created.content
-    assert created["Cache-Control"] == "no-store"
-    assert shown.encode() not in again.content
-    assert ApiToken.objects.get().token_sha256 == ApiToken.digest(shown)
+    assert url.encode() in listed.content  # the list links to the confirmation page, it does not revoke
+    assert confirmation.status_code == 200
+    assert "Revoke the token “deploy”?" in confirmation.content.decode()
+    assert b'method="post"' in confirmation.content
+    assert ApiToken.objects.get().is_active  # looking at the question revokes nothing
+    assert client.post(url).status_code == 302
+    assert not ApiToken.objects.get().is_active
+
+
+def create_token(client: Client, **fields: str):
+    return client.post(reverse("certificates:tokens"), {"name": "deploy", **fields})
+
+
+def test_creating_a_token_is_post_redirect_get_and_shows_the_secret_once(db, alice):
+    client = logged_in(alice)
+
+    created = create_token(client)
+    shown_page = client.get(created["Location"])
+    reloaded = client.get(created["Location"])  # a browser's reload repeats the GET after a redirect
+
+    assert created.status_code == 302
+    assert created["Location"] == reverse("certificates:tokens")
+    assert ApiToken.objects.count() == 1
+    secret = shown_page.context["new_secret"]
+    assert ApiToken.objects.get().token_sha256 == ApiToken.digest(secret)
+    assert secret.encode() in shown_page.content
+    assert shown_page["Cache-Control"] == "no-store"
+    assert secret.encode() not in reloaded.content
+    assert reloaded.context["new_secret"] is None
+    assert ApiToken.objects.count() == 1
+    assert not any(secret in str(value) for value in client.session.values())  # not left in the session
+
+
+def test_a_token_gets_the_chosen_lifetime_and_scope(db, alice):
+    client = logged_in(alice)
+
+    create_token(client, days="7", scope=ApiToken.Scope.READ_ONLY)
+    page = client.get(reverse("certificates:tokens")).content.decode()
+
+    token = ApiToken.objects.get()
+    assert token.scope == ApiToken.Scope.READ_ONLY
+    assert 6 < (token.expires_at - token.created_at).total_seconds() / 86400 <= 7
+    assert "read-only" in page
+    assert f"{localtime(token.expires_at):%Y-%m-%d}" in page
+
+
+def test_a_token_without_a_chosen_lifetime_gets_the_default(db, alice, settings):
+    settings.API_TOKEN_DEFAULT_DAYS = 30
+
+    create_token(logged_in(alice), days="")
+
+    token = ApiToken.objects.get()
+    assert round((token.expires_at - token.created_at).total_seconds() / 86400) == 30
+    assert token.scope == ApiToken.Scope.READ_WRITE
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"days": "400"}, "A token lasts from 1 to 365 days"),
+        ({"days": "0"}, "A token lasts from 1 to 365 days"),
+        ({"days": "soon"}, "whole number of days"),
+        ({"days": "-3"}, "whole number of days"),
+        ({"scope": "admin"}, "read-only or read-write"),
+        ({"name": " "}, "Give the token a name"),
+    ],
+    ids=["over-the-cap", "zero", "not-a-number", "negative", "unknown-scope", "no-name"],
+)
+def test_a_refused_token_says_why_and_makes_nothing(db, alice, settings, fields, message):
+    settings.API_TOKEN_MAX_DAYS = 365
+    client = logged_in(alice)
+
+    response = create_token(client, **fields)
+    page = client.get(response["Location"])
+
+    assert response.status_code == 302
+    assert message in page.content.decode()
+    assert page.context["new_secret"] is None
+    assert not ApiToken.objects.exists()
+
+
+def test_the_tokens_page_shows_expiry_and_last_use(db, alice):
+    token, secret = services.api_token_create(user=alice, name="ci", origin=services.Origin(actor=alice))
+    services.api_token_authenticate(secret)
+    token.refresh_from_db()
+
+    page = logged_in(alice).get(reverse("certificates:tokens")).content.decode()
+
+    assert token.last_used_at is not None
+    assert f"<td>{localtime(token.last_used_at):%Y-%m-%d %H:%M}</td>" in page
+    assert f"{localtime(token.expires_at):%Y-%m-%d %H:%M}" in page
+    assert "read-write" in page
 
 
 def test_the_new_certificate_page_hands_the_browser_its_endpoints(db, alice):

@@ -1,13 +1,20 @@
-"""python manage.py issue_api_token USERNAME [--create-user] [--email E] [--name N]: prints only the token."""
+"""python manage.py issue_api_token USERNAME [--create-user] [--email E] [--name N] [--days D] [--read-only]
+
+Prints only the token.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from certificates import services
+from certificates.models import ApiToken
 
 
 class Command(BaseCommand):
@@ -18,8 +25,42 @@ class Command(BaseCommand):
         parser.add_argument("--create-user", action="store_true", help="create the user if it does not exist")
         parser.add_argument("--email", default="", help="email of a user made with --create-user")
         parser.add_argument("--name", default="management command", help="a name for the token")
+        parser.add_argument(
+            "--days",
+            type=int,
+            default=None,
+            help=f"days the token lasts (default API_TOKEN_DEFAULT_DAYS, {settings.API_TOKEN_DEFAULT_DAYS}; "
+            f"at most API_TOKEN_MAX_DAYS, {settings.API_TOKEN_MAX_DAYS})",
+        )
+        parser.add_argument("--read-only", action="store_true", help="the token may read but not change anything")
 
-    def handle(self, *args: Any, username: str, create_user: bool, email: str, name: str, **options: Any) -> None:
+    def handle(
+        self,
+        *args: Any,
+        username: str,
+        create_user: bool,
+        email: str,
+        name: str,
+        days: int | None,
+        read_only: bool,
+        **options: Any,
+    ) -> None:
+        # One transaction: a refused token (say --days over the cap) must not leave a user made by --create-user.
+        with transaction.atomic():
+            user = self._user(username, create_user=create_user, email=email)
+            try:
+                _token, secret = services.api_token_create(
+                    user=user,
+                    name=name,
+                    origin=services.Origin(actor=None),
+                    days=days,
+                    scope=ApiToken.Scope.READ_ONLY if read_only else ApiToken.Scope.READ_WRITE,
+                )
+            except services.ServiceError as exc:
+                raise CommandError(exc.message) from exc
+        self.stdout.write(secret)
+
+    def _user(self, username: str, *, create_user: bool, email: str) -> AbstractBaseUser:
         User = get_user_model()
         user = User.objects.filter(username=username).first()
         if user is None:
@@ -30,8 +71,4 @@ class Command(BaseCommand):
             user.save(update_fields=["password"])
         elif not user.is_active:
             raise CommandError(f"User {username!r} is deactivated.")
-        try:
-            _token, secret = services.api_token_create(user=user, name=name, origin=services.Origin(actor=None))
-        except services.ServiceError as exc:
-            raise CommandError(exc.message) from exc
-        self.stdout.write(secret)
+        return user
