@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -21,6 +22,7 @@ from certificates import services
 from certificates.models import Certificate
 from certificates.policy import KEY_TYPES, get_policy
 from certificates.views_helpers import origin_of
+from portal.env import Rate
 
 
 class BearerToken(HttpBearer):
@@ -95,7 +97,7 @@ def list_certificates(request: HttpRequest) -> dict[str, Any]:
 
 @api.post(
     "/certificates",
-    response={201: CertificateOut, 400: Message, 409: Message, 503: Message},
+    response={201: CertificateOut, 400: Message, 409: Message, 429: Message, 503: Message},
     summary="Issue a certificate for a CSR",
 )
 def create_certificate(request: HttpRequest, payload: CertificateIn) -> Status[Certificate]:
@@ -116,7 +118,7 @@ def get_certificate(request: HttpRequest, certificate_id: int) -> Certificate:
 
 @api.post(
     "/certificates/{certificate_id}/revoke",
-    response={202: CertificateOut, 404: Message, 409: Message, 503: Message},
+    response={202: CertificateOut, 404: Message, 409: Message, 429: Message, 503: Message},
     summary="Revoke a certificate (Cloudflare finishes asynchronously)",
 )
 def revoke_certificate(
@@ -160,8 +162,14 @@ def csr_policy(request: HttpRequest) -> dict[str, Any]:
             owner=request.auth, status__in=Certificate.HOLDS_A_SLOT
         ).count(),
         "zone_capacity": policy.zone_capacity,
+        "issue_rate_limit": _rate(settings.CERTIFICATE_ISSUE_RATE_LIMIT),
+        "revoke_rate_limit": _rate(settings.CERTIFICATE_REVOKE_RATE_LIMIT),
         "openssl_command": policy.openssl_command(request.auth),
     }
+
+
+def _rate(rate: Rate) -> dict[str, int]:
+    return {"count": rate.count, "period_seconds": rate.period}
 
 
 class AllowlistIn(Schema):
@@ -186,7 +194,10 @@ def put_allowlist(request: HttpRequest, payload: AllowlistIn) -> dict[str, Any]:
 
 @api.exception_handler(services.ServiceError)
 def service_error(request: HttpRequest, exc: services.ServiceError) -> HttpResponse:
-    return api.create_response(request, {"detail": exc.message}, status=exc.status_code)
+    response = api.create_response(request, {"detail": exc.message}, status=exc.status_code)
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @api.exception_handler(ValidationError)
