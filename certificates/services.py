@@ -192,8 +192,8 @@ def _check_issue_rate(*, user: AbstractBaseUser) -> None:
     wait = _seconds_until_allowed(rate, Certificate.objects.filter(owner=user))
     if wait:
         raise RateLimitedError(
-            f"You have requested {rate.count} certificates in the last {period_in_words(rate.period)}, the most "
-            f"allowed. Nothing was issued; try again in {in_words(wait)}.",
+            f"You have requested {_count_of(rate.count, 'certificate')} in the last {period_in_words(rate.period)}, "
+            f"the most allowed. Nothing was issued; try again in {in_words(wait)}.",
             retry_after=wait,
         )
 
@@ -361,8 +361,9 @@ def _check_revoke_rate(*, certificate: Certificate, origin: Origin) -> None:
     wait = _seconds_until_allowed(rate, revocations)
     if wait:
         raise RateLimitedError(
-            f"You have revoked {rate.count} certificates in the last {period_in_words(rate.period)}, the most "
-            f"allowed. Nothing changed; try again in {in_words(wait)}, or ask an administrator to revoke it now.",
+            f"You have revoked {_count_of(rate.count, 'certificate')} in the last {period_in_words(rate.period)}, "
+            f"the most allowed. Nothing changed; try again in {in_words(wait)}, "
+            "or ask an administrator to revoke it now.",
             retry_after=wait,
         )
 
@@ -443,6 +444,10 @@ def _seconds_until_allowed(rate: Rate, events: QuerySet) -> int:
     return max(1, math.ceil((frees_up_at - now).total_seconds()))
 
 
+def _count_of(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def in_words(seconds: int) -> str:
     """`45 seconds`, `12 minutes`, `1 hour`, `2 days`: rounded up, so that trying again then succeeds."""
     count, unit = seconds, "second"
@@ -450,7 +455,7 @@ def in_words(seconds: int) -> str:
         if seconds % size == 0 or seconds >= 2 * size:
             count, unit = math.ceil(seconds / size), name
             break
-    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+    return _count_of(count, unit)
 
 
 def period_in_words(seconds: int) -> str:
