@@ -7,16 +7,19 @@ issuance only ever uses the budget down to a reserve that revocation and the fir
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+import redis
 from django.urls import reverse
 from django.utils import timezone
 
 from certificates import services
 from certificates.firewall.sync import firewall_sync
 from certificates.models import AuditEvent, Certificate
-from cloudflare.budget import LocalBudget
+from cloudflare.budget import CallBudget, LocalBudget, RedisBudget
 from portal import integrations
 from portal.env import Rate
 from tests.certificates import test_api
@@ -30,13 +33,20 @@ BUDGET, RESERVED = 40, 10
 api = test_api.api  # the fixture that speaks to the API with a user's bearer token
 
 
-@pytest.fixture
-def small_budget(emulator, settings, monkeypatch) -> LocalBudget:
-    """One budget of 40 calls shared by every client of the test, 10 of them reserved."""
-    budget = LocalBudget(limit=BUDGET, window=300)
+@pytest.fixture(params=["local", "redis"])
+def small_budget(request, emulator, settings, monkeypatch) -> Iterator[CallBudget]:
+    """One budget of 40 calls shared by every client of the test, 10 of them reserved: per process or in Redis."""
+    budget: CallBudget
+    if request.param == "local":
+        budget = LocalBudget(limit=BUDGET, window=300)
+    else:
+        connection = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+        budget = RedisBudget(connection, key=f"test:fair-use:{uuid.uuid4().hex}", limit=BUDGET, window=300)
     monkeypatch.setattr(integrations, "get_call_budget", lambda: budget)
     settings.CLOUDFLARE_BUDGET_RESERVED = RESERVED
-    return budget
+    yield budget
+    if isinstance(budget, RedisBudget):
+        budget.clear()
 
 
 def revoke_via_api(api, user, certificate_id):
