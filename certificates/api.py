@@ -28,6 +28,7 @@ from certificates import admission, services
 from certificates.models import Certificate
 from certificates.policy import KEY_TYPES, get_policy
 from certificates.views_helpers import origin_of
+from portal.env import Rate
 from portal.integrations import get_zone_id
 
 logger = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def list_certificates(request: HttpRequest) -> dict[str, Any]:
 
 @api.post(
     "/certificates",
-    response={201: CertificateOut, 400: Message, 403: Message, 409: Message, 503: Message},
+    response={201: CertificateOut, 400: Message, 403: Message, 409: Message, 429: Message, 503: Message},
     summary="Issue a certificate for a CSR",
 )
 def create_certificate(request: HttpRequest, payload: CertificateIn) -> Status[Certificate]:
@@ -186,7 +187,7 @@ def get_certificate(request: HttpRequest, certificate_id: int) -> Certificate:
 
 @api.post(
     "/certificates/{int:certificate_id}/revoke",
-    response={202: CertificateOut, 404: Message, 409: Message, 503: Message},
+    response={202: CertificateOut, 404: Message, 409: Message, 429: Message, 503: Message},
     summary="Revoke a certificate (Cloudflare finishes asynchronously)",
 )
 def revoke_certificate(
@@ -232,6 +233,8 @@ def csr_policy(request: HttpRequest) -> dict[str, Any]:
         "zone_capacity": policy.zone_capacity,
         "zone_room": admission.zone_room(get_zone_id()),
         "admission": _admission_answer(request.auth),
+        "issue_rate_limit": _rate(settings.CERTIFICATE_ISSUE_RATE_LIMIT),
+        "revoke_rate_limit": _rate(settings.CERTIFICATE_REVOKE_RATE_LIMIT),
         "openssl_command": policy.openssl_command(request.auth),
         # The only extensions a CSR may request, and their values; anything else is refused by name.
         "allowed_extensions": [{"name": e.name, "values": list(e.values)} for e in policy.granted_extensions],
@@ -245,6 +248,10 @@ def _admission_answer(user: Any) -> dict[str, Any]:
         "admitted": refusal is None,
         "detail": refusal.message if refusal else "",
     }
+
+
+def _rate(rate: Rate) -> dict[str, int]:
+    return {"count": rate.count, "period_seconds": rate.period}
 
 
 class AllowlistIn(Schema):
@@ -269,7 +276,10 @@ def put_allowlist(request: HttpRequest, payload: AllowlistIn) -> dict[str, Any]:
 
 @api.exception_handler(services.ServiceError)
 def service_error(request: HttpRequest, exc: services.ServiceError) -> HttpResponse:
-    return api.create_response(request, {"detail": exc.message}, status=exc.status_code)
+    response = api.create_response(request, {"detail": exc.message}, status=exc.status_code)
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @api.exception_handler(ValidationError)

@@ -8,6 +8,7 @@ workers and admins cannot overwrite each other (HOUSE_STYLE.md §5, §14).
 from __future__ import annotations
 
 import logging
+import math
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import QuerySet
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -31,6 +33,7 @@ from certificates.policy import CertificatePolicy, get_policy
 from cloudflare import errors as cf_errors
 from cloudflare.client import CloudflareClient
 from cloudflare.models import ClientCertificate
+from portal.env import Rate
 from portal.integrations import get_cloudflare_client, get_zone_id
 
 logger = logging.getLogger(__name__)
@@ -46,9 +49,11 @@ class ServiceError(Exception):
 
     status_code = 400
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Seconds after which trying again may succeed; the API sends it as Retry-After.
+        self.retry_after = retry_after
 
 
 class PolicyError(ServiceError):
@@ -79,6 +84,12 @@ class TokenScopeError(ServiceError):
     status_code = 403
 
 
+class RateLimitedError(ServiceError):
+    """The user's fair share of Cloudflare calls is used up for now (README, "Fair use of Cloudflare")."""
+
+    status_code = 429
+
+
 ZONE_FULL = (
     "The zone has no room for more certificates: every slot is in use. Ask staff for room on your dashboard; "
     "you get an email when they have made some."
@@ -107,7 +118,8 @@ def certificate_issue(
     name = clean_name(name, what="certificate")
     validated = _validate_request(user=user, csr=csr, validity_days=validity_days, policy=policy)
     certificate = _reserve_slot(user=user, validated=validated, validity_days=validity_days, name=name, policy=policy)
-    client = get_cloudflare_client(wait_for_budget=False)
+    # Low priority: issuance leaves the budget's reserve to revocation and the firewall sync.
+    client = get_cloudflare_client(wait_for_budget=False, low_priority=True)
     try:
         issued = client.create_client_certificate(certificate.zone_id, csr=validated.pem, validity_days=validity_days)
     except cf_errors.AmbiguousRequestError as exc:
@@ -118,15 +130,23 @@ def certificate_issue(
     except (cf_errors.RateLimitedError, cf_errors.BudgetExhaustedError, cf_errors.TransportError) as exc:
         # Refused before Cloudflare did anything (429, budget, no connection): nothing was made.
         _record_failure(certificate, exc, origin)
-        raise CloudflareUnavailableError(
-            "Cloudflare is busy right now; nothing was issued. Try again in a minute."
-        ) from exc
+        raise _busy_error(exc) from exc
     except cf_errors.APIError as exc:
         _record_failure(certificate, exc, origin)
         raise ServiceError(f"Cloudflare refused the certificate request: {_first_message(exc)}") from exc
     certificate = _record_issued(certificate, issued, origin, action=AuditEvent.Action.ISSUED)
     _firewall_changed(certificate.zone_id)
     return certificate
+
+
+def _busy_error(error: cf_errors.CloudflareError) -> CloudflareUnavailableError:
+    wait = getattr(error, "retry_after", None)  # set by the budget and by Cloudflare's 429
+    if wait is None:
+        return CloudflareUnavailableError("Cloudflare is busy right now; nothing was issued. Try again in a minute.")
+    seconds = max(1, math.ceil(wait))
+    return CloudflareUnavailableError(
+        f"Cloudflare is busy right now; nothing was issued. Try again in {in_words(seconds)}.", retry_after=seconds
+    )
 
 
 def clean_name(name: str, *, what: str) -> str:
@@ -166,6 +186,7 @@ def _reserve_slot(
     with transaction.atomic():
         # One issuance per user at a time, so two tabs cannot both pass the quota check.
         get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        _check_issue_rate(user=user)
         held = held_by(user)
         if held >= policy.max_active_per_user:
             raise QuotaError(
@@ -193,6 +214,21 @@ def _reserve_slot(
             key_type=validated.key_type.id,
             common_name=validated.common_name,
             validity_days=validity_days,
+        )
+
+
+def _check_issue_rate(*, user: AbstractBaseUser) -> None:
+    """Fair use: each Certificate row is one create call, so the user's rows made within the period are counted.
+
+    Runs with the user's row locked (_reserve_slot): two requests at once cannot both take the last one.
+    """
+    rate: Rate = settings.CERTIFICATE_ISSUE_RATE_LIMIT
+    wait = _seconds_until_allowed(rate, Certificate.objects.filter(owner=user))
+    if wait:
+        raise RateLimitedError(
+            f"You have requested {_count_of(rate.count, 'certificate')} in the last {period_in_words(rate.period)}, "
+            f"the most allowed. Nothing was issued; try again in {in_words(wait)}.",
+            retry_after=wait,
         )
 
 
@@ -328,6 +364,7 @@ def certificate_revoke(*, certificate: Certificate, origin: Origin, reason: str 
         raise InvalidTransitionError(
             f"A certificate that is {certificate.get_status_display().lower()} cannot be revoked."
         )
+    _check_revoke_rate(certificate=certificate, origin=origin)
     old = certificate.status
     result = _call_cloudflare(
         lambda client: client.revoke_client_certificate(certificate.zone_id, certificate.cloudflare_id)
@@ -340,6 +377,29 @@ def certificate_revoke(*, certificate: Certificate, origin: Origin, reason: str 
         action=AuditEvent.Action.REVOCATION_REQUESTED,
         detail={"reason": reason[:500]} if reason else {},
     )
+
+
+def _check_revoke_rate(*, certificate: Certificate, origin: Origin) -> None:
+    """Fair use for owners revoking their own certificates (pages, API); staff revoking others' are not limited.
+
+    The default limit covers every certificate a user can hold in a period (portal/settings.py), so it never
+    stops an owner revoking a compromised one; it bounds the calls should that ever stop being true.
+    """
+    owner_id = certificate.owner_id
+    if origin.actor is None or origin.actor.pk != owner_id:
+        return
+    rate: Rate = settings.CERTIFICATE_REVOKE_RATE_LIMIT
+    revocations = AuditEvent.objects.filter(
+        actor_id=owner_id, certificate__owner_id=owner_id, action=AuditEvent.Action.REVOCATION_REQUESTED
+    )
+    wait = _seconds_until_allowed(rate, revocations)
+    if wait:
+        raise RateLimitedError(
+            f"You have revoked {_count_of(rate.count, 'certificate')} in the last {period_in_words(rate.period)}, "
+            f"the most allowed. Nothing changed; try again in {in_words(wait)}, "
+            "or ask an administrator to revoke it now.",
+            retry_after=wait,
+        )
 
 
 def certificate_reactivate(*, certificate: Certificate, origin: Origin) -> Certificate:
@@ -400,6 +460,41 @@ def certificate_record_download(*, certificate: Certificate, file_format: str, o
     if file_format not in DOWNLOAD_FORMATS:
         raise PolicyError(f"Unknown download format {file_format!r}.")
     audit(AuditEvent.Action.DOWNLOADED, origin, certificate=certificate, detail={"format": file_format})
+
+
+# -- per-user rate limits -------------------------------------------------------------------------------------
+
+
+def _seconds_until_allowed(rate: Rate, events: QuerySet) -> int:
+    """Seconds until one more event fits `rate`, given the past events (rows with created_at); 0 if it fits now."""
+    now = timezone.now()
+    window = timedelta(seconds=rate.period)
+    recent = events.filter(created_at__gt=now - window).order_by("created_at").values_list("created_at", flat=True)
+    excess = recent.count() - rate.count
+    if excess < 0:
+        return 0
+    # One more fits once the oldest `excess + 1` events have left the window.
+    frees_up_at = recent[excess] + window
+    return max(1, math.ceil((frees_up_at - now).total_seconds()))
+
+
+def _count_of(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def in_words(seconds: int) -> str:
+    """`45 seconds`, `12 minutes`, `1 hour`, `2 days`: rounded up, so that trying again then succeeds."""
+    count, unit = seconds, "second"
+    for name, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0 or seconds >= 2 * size:
+            count, unit = math.ceil(seconds / size), name
+            break
+    return _count_of(count, unit)
+
+
+def period_in_words(seconds: int) -> str:
+    """`hour`, `15 minutes`: the period of a rate, as in "10 per hour"."""
+    return in_words(seconds).removeprefix("1 ")
 
 
 # -- allowlists -----------------------------------------------------------------------------------------------

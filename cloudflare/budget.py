@@ -4,6 +4,10 @@ Cloudflare allows 1,200 calls per 5 minutes per user, across all tokens, and ans
 a 429 that blocks every call for five minutes (FACTS.md §9). So the portal keeps below that itself: each
 HTTP attempt first takes a slot from a sliding window shared by all processes (Redis), or by the threads of
 one process when there is no Redis. After a 429 the budget is paused for everyone until Retry-After passes.
+
+Priorities: a caller may ask to leave `reserve` slots of the window free. Interactive issuance does, so that
+however many certificates users request, revocation and the firewall sync (which ask with no reserve) can
+always still reach Cloudflare: a compromised certificate can be revoked and denied at the edge.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ class CallBudget(Protocol):
     limit: int
     window: float
 
-    def try_acquire(self) -> float:
-        """Take one slot. Returns 0 when granted, otherwise the seconds until a slot may free up."""
+    def try_acquire(self, reserve: int = 0) -> float:
+        """Take one slot if at least `reserve` others stay free in the window.
+
+        Returns 0 when granted, otherwise the seconds until such a slot may free up.
+        """
         ...
 
     def pause(self, seconds: float) -> None:
@@ -39,13 +46,14 @@ def acquire(
     *,
     wait: bool,
     max_wait: float | None = None,
+    reserve: int = 0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Take a slot, waiting up to `max_wait` seconds if `wait`, else raise BudgetExhaustedError at once."""
+    """Take a slot leaving `reserve` free: wait up to `max_wait` s if `wait`, else raise BudgetExhaustedError."""
     deadline = None if max_wait is None else clock() + max_wait
     while True:
-        retry_after = budget.try_acquire()
+        retry_after = budget.try_acquire(reserve)
         if retry_after <= 0:
             return
         if not wait:
@@ -75,42 +83,53 @@ class LocalBudget:
         self._paused_until = 0.0
         self._lock = threading.Lock()
 
-    def try_acquire(self) -> float:
+    def try_acquire(self, reserve: int = 0) -> float:
+        usable = _usable_slots(self.limit, reserve)
         with self._lock:
             now = self._clock()
             if now < self._paused_until:
                 return self._paused_until - now
             while self._grants and self._grants[0] <= now - self.window:
                 self._grants.popleft()
-            if len(self._grants) < self.limit:
+            if len(self._grants) < usable:
                 self._grants.append(now)
                 return 0.0
-            return self._grants[0] + self.window - now
+            # Below `usable` again once this many of the oldest grants have left the window.
+            return self._grants[len(self._grants) - usable] + self.window - now
 
     def pause(self, seconds: float) -> None:
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
 
+def _usable_slots(limit: int, reserve: int) -> int:
+    if not 0 <= reserve < limit:
+        raise ValueError(f"a reserve must leave at least one of the {limit} slots usable, got {reserve}")
+    return limit - reserve
+
+
 # Runs atomically in Redis with Redis's own clock, so processes on different hosts agree on time.
 # KEYS[1]: sorted set of grants (score = ms); KEYS[2]: pause marker with a TTL.
-# ARGV[1]: limit; ARGV[2]: window in ms; ARGV[3]: a unique member for this grant.
+# ARGV[1]: the slots this caller may use (limit minus its reserve); ARGV[2]: window in ms; ARGV[3]: a unique
+# member for this grant.
 # Returns 0 when granted, otherwise the milliseconds to wait.
 _ACQUIRE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[1])
+local usable = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local paused = redis.call('PTTL', KEYS[2])
 if paused > 0 then return paused end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
+local count = redis.call('ZCARD', KEYS[1])
+if count < usable then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window)
   return 0
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now)
+-- Below `usable` again once the grant at this rank (and all older ones) has left the window.
+local leaving = redis.call('ZRANGE', KEYS[1], count - usable, count - usable, 'WITHSCORES')
+return math.max(1, tonumber(leaving[2]) + window - now)
 """
 
 
@@ -134,10 +153,10 @@ class RedisBudget:
         self._pause_key = f"{key}:paused"
         self._acquire = redis_client.register_script(_ACQUIRE_SCRIPT)
 
-    def try_acquire(self) -> float:
+    def try_acquire(self, reserve: int = 0) -> float:
         wait_ms = self._acquire(
             keys=[self._grants_key, self._pause_key],
-            args=[self.limit, int(self.window * 1000), uuid.uuid4().hex],
+            args=[_usable_slots(self.limit, reserve), int(self.window * 1000), uuid.uuid4().hex],
         )
         return int(wait_ms) / 1000.0
 

@@ -83,6 +83,7 @@ class CloudflareClient:
         budget: CallBudget | None = None,
         wait_for_budget: bool = True,
         max_budget_wait: float | None = 60.0,
+        budget_reserve: int = 0,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -93,8 +94,12 @@ class CloudflareClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.budget: CallBudget = budget or LocalBudget()
+        if not 0 <= budget_reserve < self.budget.limit:
+            raise InvalidArgumentError(f"budget_reserve must be between 0 and {self.budget.limit - 1}")
         self.wait_for_budget = wait_for_budget
         self.max_budget_wait = max_budget_wait
+        # Slots of the budget's window this client leaves to others (cloudflare.budget, "Priorities").
+        self.budget_reserve = budget_reserve
         self._sleep = sleep
         self._rng = rng or random.Random()  # jitter, not security
         self._api_token = api_token
@@ -372,7 +377,13 @@ class CloudflareClient:
             attempt += 1
 
     def _attempt(self, method: str, path: str, *, params: Mapping[str, Any] | None, json_body: Any) -> Envelope:
-        acquire(self.budget, wait=self.wait_for_budget, max_wait=self.max_budget_wait, sleep=self._sleep)
+        acquire(
+            self.budget,
+            wait=self.wait_for_budget,
+            max_wait=self.max_budget_wait,
+            reserve=self.budget_reserve,
+            sleep=self._sleep,
+        )
         started = time.monotonic()
         try:
             response = self.session.request(

@@ -6,8 +6,11 @@ instead of surfacing later as an odd runtime error.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -86,3 +89,30 @@ def generated_secret(path: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(value)
     return value
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most `count` events in any `period` seconds."""
+
+    count: int
+    period: int
+
+    def most_in(self, seconds: int) -> int:
+        """The most events this rate lets through in any span of `seconds`."""
+        return self.count * math.ceil(seconds / self.period)
+
+
+_RATE = re.compile(r"([1-9]\d*)/([1-9]\d*)?([smhd])")
+_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def env_rate(name: str, default: str) -> Rate:
+    """A rate such as `10/h` or `30/15m`: N per period, the period an optional multiplier and s, m, h or d."""
+    raw = os.environ.get(name)
+    value = (raw if raw is not None and raw.strip() else default).strip().lower()
+    match = _RATE.fullmatch(value)
+    if not match:
+        raise ImproperlyConfigured(f"{name} must be a rate such as 10/h or 30/15m (N per s, m, h or d), got {value!r}")
+    multiplier = int(match[2]) if match[2] else 1
+    return Rate(count=int(match[1]), period=multiplier * _PERIOD_SECONDS[match[3]])

@@ -47,8 +47,12 @@ def get_emulator() -> Emulator:
     )
 
 
-def get_cloudflare_client(*, wait_for_budget: bool = True) -> CloudflareClient:
-    """A client for the configured zone; `wait_for_budget=False` fails fast instead of queueing (web requests)."""
+def get_cloudflare_client(*, wait_for_budget: bool = True, low_priority: bool = False) -> CloudflareClient:
+    """A client for the configured zone; `wait_for_budget=False` fails fast instead of queueing (web requests).
+
+    `low_priority` (interactive issuance) leaves CLOUDFLARE_BUDGET_RESERVED calls of each window to everything
+    else, so that revocation and the firewall sync always get through.
+    """
     session = requests.Session()
     if settings.CLOUDFLARE_EMULATED:
         base_url, token = EMULATOR_BASE_URL, EMULATOR_TOKEN
@@ -67,6 +71,7 @@ def get_cloudflare_client(*, wait_for_budget: bool = True) -> CloudflareClient:
         ),
         budget=get_call_budget(),
         wait_for_budget=wait_for_budget,
+        budget_reserve=settings.CLOUDFLARE_BUDGET_RESERVED if low_priority else 0,
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_float, env_int, env_list, env_secret, env_str, generated_secret
+from portal.env import env_bool, env_float, env_int, env_list, env_rate, env_secret, env_str, generated_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR") or BASE_DIR / "var")
@@ -189,6 +189,14 @@ CLOUDFLARE_RETRY_BASE_DELAY = env_float("CLOUDFLARE_RETRY_BASE_DELAY", 0.5, mini
 # Cloudflare allows 1,200 calls per 300 s per user across all tokens (FACTS.md §9); stay under it.
 CLOUDFLARE_CALL_BUDGET = env_int("CLOUDFLARE_CALL_BUDGET", 1200, minimum=1)
 CLOUDFLARE_CALL_BUDGET_WINDOW = env_float("CLOUDFLARE_CALL_BUDGET_WINDOW", 300.0, minimum=1)
+# Calls of each window that interactive issuance leaves free: revocation and the firewall sync can always use them,
+# however many certificates users request (README, "Fair use of Cloudflare").
+CLOUDFLARE_BUDGET_RESERVED = env_int("CLOUDFLARE_BUDGET_RESERVED", CLOUDFLARE_CALL_BUDGET // 4, minimum=0)
+if CLOUDFLARE_BUDGET_RESERVED >= CLOUDFLARE_CALL_BUDGET:
+    raise ImproperlyConfigured(
+        f"CLOUDFLARE_BUDGET_RESERVED must be less than CLOUDFLARE_CALL_BUDGET ({CLOUDFLARE_CALL_BUDGET}), "
+        f"got {CLOUDFLARE_BUDGET_RESERVED}"
+    )
 PORTAL_API_HOSTNAMES = env_list("PORTAL_API_HOSTNAMES", ["api.example.com"] if CLOUDFLARE_EMULATED else [])
 if not PORTAL_API_HOSTNAMES and not CLOUDFLARE_EMULATED:
     # Without them the firewall rules would protect nothing (and a sync would remove the base rule).
@@ -249,6 +257,24 @@ if (
 if CERTIFICATE_DEFAULT_VALIDITY_DAYS not in CERTIFICATE_VALIDITY_CHOICES:
     raise ImproperlyConfigured("CERTIFICATE_DEFAULT_VALIDITY_DAYS must be one of CERTIFICATE_VALIDITY_CHOICES")
 CERTIFICATE_MAX_ACTIVE_PER_USER = env_int("CERTIFICATE_MAX_ACTIVE_PER_USER", 5, minimum=1)
+# Per-user fair use of the Cloudflare budget: certificates a user may request, and revoke, per period.
+CERTIFICATE_ISSUE_RATE_LIMIT = env_rate("CERTIFICATE_ISSUE_RATE_LIMIT", "10/h")
+# An owner must always be able to revoke every certificate they hold. In any period a user holds at most the
+# certificates they held before it (CERTIFICATE_MAX_ACTIVE_PER_USER) plus those issued during it, so the revocation
+# limit must allow that many; the default is exactly that.
+_MOST_REVOCABLE_PER_ISSUE_PERIOD = CERTIFICATE_ISSUE_RATE_LIMIT.count + CERTIFICATE_MAX_ACTIVE_PER_USER
+CERTIFICATE_REVOKE_RATE_LIMIT = env_rate(
+    "CERTIFICATE_REVOKE_RATE_LIMIT", f"{_MOST_REVOCABLE_PER_ISSUE_PERIOD}/{CERTIFICATE_ISSUE_RATE_LIMIT.period}s"
+)
+_MOST_REVOCABLE = (
+    CERTIFICATE_ISSUE_RATE_LIMIT.most_in(CERTIFICATE_REVOKE_RATE_LIMIT.period) + CERTIFICATE_MAX_ACTIVE_PER_USER
+)
+if CERTIFICATE_REVOKE_RATE_LIMIT.count < _MOST_REVOCABLE:
+    raise ImproperlyConfigured(
+        f"CERTIFICATE_REVOKE_RATE_LIMIT must allow at least {_MOST_REVOCABLE} revocations per "
+        f"{CERTIFICATE_REVOKE_RATE_LIMIT.period} s (certificates a user can hold in that time), "
+        f"got {CERTIFICATE_REVOKE_RATE_LIMIT.count}"
+    )
 # Cloudflare-managed CA: 100 certificates per zone on every plan unless Cloudflare raised it (FACTS.md §3).
 CLOUDFLARE_ZONE_CAPACITY = env_int("CLOUDFLARE_ZONE_CAPACITY", 100, minimum=1)
 # Which accounts may issue (certificates/admission.py): sign-up is open, the zone's capacity is not.

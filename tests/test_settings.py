@@ -104,3 +104,93 @@ def test_it_requires_a_zone_id_with_a_real_token(tmp_path):
     assert (
         "t" not in result.stderr.split("ImproperlyConfigured:")[-1].replace("the", "").split()
     )  # no echo of the token
+
+
+# -- fair use of Cloudflare: per-user rates and the budget's reserve ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "count", "period"),
+    [("10/h", 10, 3600), ("30/15m", 30, 900), ("100/d", 100, 86400), (" 5/S ", 5, 1), ("2/90s", 2, 90)],
+)
+def test_it_reads_rates(monkeypatch, raw, count, period):
+    monkeypatch.setenv("LIMIT", raw)
+    assert env.env_rate("LIMIT", "1/d") == env.Rate(count=count, period=period)
+
+
+def test_an_unset_or_blank_rate_is_the_default(monkeypatch):
+    monkeypatch.delenv("LIMIT", raising=False)
+    assert env.env_rate("LIMIT", "7/m") == env.Rate(count=7, period=60)
+    monkeypatch.setenv("LIMIT", "  ")
+    assert env.env_rate("LIMIT", "7/m") == env.Rate(count=7, period=60)
+
+
+@pytest.mark.parametrize("raw", ["10", "10/", "10/w", "0/h", "10/0m", "ten/h", "-1/h", "10/h/ip", "1.5/h", "10/ h"])
+def test_it_refuses_a_bad_rate_in_one_line_naming_the_variable(monkeypatch, raw):
+    monkeypatch.setenv("CERTIFICATE_ISSUE_RATE_LIMIT", raw)
+    with pytest.raises(ImproperlyConfigured) as caught:
+        env.env_rate("CERTIFICATE_ISSUE_RATE_LIMIT", "10/h")
+    message = str(caught.value)
+    assert message.startswith("CERTIFICATE_ISSUE_RATE_LIMIT must be a rate such as 10/h")
+    assert "\n" not in message
+
+
+def test_a_rate_says_the_most_it_lets_through_in_a_longer_span():
+    assert env.Rate(count=10, period=3600).most_in(3600) == 10
+    assert env.Rate(count=10, period=3600).most_in(900) == 10
+    assert env.Rate(count=10, period=3600).most_in(5400) == 20
+
+
+def fair_use_settings(tmp_path, **overrides: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "CERTIFICATE_"))}
+    environment.update({"PORTAL_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true"})
+    environment.update(overrides)
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "issue, revoke = s.CERTIFICATE_ISSUE_RATE_LIMIT, s.CERTIFICATE_REVOKE_RATE_LIMIT; "
+        "print(s.CLOUDFLARE_BUDGET_RESERVED, issue.count, issue.period, revoke.count, revoke.period)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_fair_use_defaults(tmp_path):
+    result = fair_use_settings(tmp_path)
+    assert result.returncode == 0, result.stderr
+    # A quarter of the 1,200 calls reserved; 10 certificates an hour; revocations: 10 + 5 held, an hour.
+    assert result.stdout.split() == ["300", "10", "3600", "15", "3600"]
+
+
+def test_the_revocation_default_follows_the_issuance_limit_and_the_maximum_held(tmp_path):
+    result = fair_use_settings(
+        tmp_path,
+        CERTIFICATE_ISSUE_RATE_LIMIT="4/15m",
+        CERTIFICATE_MAX_ACTIVE_PER_USER="2",
+        CLOUDFLARE_CALL_BUDGET="100",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["25", "4", "900", "6", "900"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"CLOUDFLARE_BUDGET_RESERVED": "1200"}, "CLOUDFLARE_BUDGET_RESERVED must be less than CLOUDFLARE_CALL_BUDGET"),
+        ({"CLOUDFLARE_BUDGET_RESERVED": "-1"}, "CLOUDFLARE_BUDGET_RESERVED must be at least 0"),
+        ({"CERTIFICATE_ISSUE_RATE_LIMIT": "lots"}, "CERTIFICATE_ISSUE_RATE_LIMIT must be a rate"),
+        # 10 an hour plus 5 held: an owner may need 15 revocations an hour, or 25 in two hours.
+        ({"CERTIFICATE_REVOKE_RATE_LIMIT": "14/h"}, "CERTIFICATE_REVOKE_RATE_LIMIT must allow at least 15"),
+        ({"CERTIFICATE_REVOKE_RATE_LIMIT": "24/2h"}, "CERTIFICATE_REVOKE_RATE_LIMIT must allow at least 25"),
+    ],
+)
+def test_it_refuses_fair_use_settings_that_cannot_work(tmp_path, overrides, message):
+    result = fair_use_settings(tmp_path, **overrides)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_it_accepts_a_revocation_limit_that_covers_what_an_owner_can_hold(tmp_path):
+    result = fair_use_settings(tmp_path, CERTIFICATE_REVOKE_RATE_LIMIT="25/2h")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[3:] == ["25", "7200"]

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from certificates import lifecycle, services
 from certificates.models import AuditEvent, Certificate, UnknownCertificate
+from portal.env import Rate
 from portal.integrations import get_cloudflare_client
 from tests.support.pki import make_csr, policy_csr
 
@@ -64,6 +65,7 @@ def test_polling_uses_list_calls_never_one_get_per_certificate(emulator, db, set
     from tests.conftest import make_user
 
     settings.CERTIFICATE_MAX_ACTIVE_PER_USER = 100
+    settings.CERTIFICATE_ISSUE_RATE_LIMIT = Rate(count=100, period=3600)
     owner = make_user("fleet")
     issued = [issue(owner, name=f"n{n}") for n in range(60)]
     for certificate in issued:
