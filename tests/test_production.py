@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
@@ -164,6 +165,7 @@ def test_development_keeps_the_emulator_and_console_email_by_default(tmp_path):
 ANSWERS_SCRIPT = """
 import json, django
 django.setup()
+from django.core.cache import cache
 from django.test import Client
 client = Client(HTTP_HOST="portal.example.com")
 answers = {}
@@ -326,6 +328,7 @@ def test_the_api_docs_load_swagger_from_the_portal_itself(db):
 def test_the_totp_setup_page_needs_data_images_and_nothing_more(alice):
     client = Client()
     client.force_login(alice)
+    cache.clear()  # other tests' failed logins from 127.0.0.1 count against allauth's rate limit
     client.post(reverse("account_reauthenticate"), {"password": "correct horse battery staple"})  # asked for first
     response = client.get(reverse("mfa_activate_totp"))
 
