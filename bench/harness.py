@@ -21,8 +21,10 @@ def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ["DEBUG"] = "true"
     os.environ["PORTAL_VAR_DIR"] = tempfile.mkdtemp(prefix="portal-bench-")
-    for name in ("DATABASE_URL", "REDIS_URL", "CLOUDFLARE_API_TOKEN"):
+    for name in ("DATABASE_URL", "REDIS_URL", "CLOUDFLARE_API_TOKEN", "EMAIL_HOST"):
         os.environ.pop(name, None)
+    os.environ["CLOUDFLARE_EMULATOR"] = "true"
+    os.environ["EMAIL_CONSOLE"] = "true"
     import django
     from django.core.management import call_command
 

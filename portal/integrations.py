@@ -1,7 +1,8 @@
 """Builds the Cloudflare client from settings: against Cloudflare, or the built-in emulator when no token is set.
 
-The emulator is never a silent stand-in: it is used only when CLOUDFLARE_API_TOKEN is unset, and every page
-says so in a banner (templates/base.html).
+The emulator is never a silent stand-in: settings use it only with DEBUG or CLOUDFLARE_EMULATOR=true, and
+then every page says so in a banner (templates/base.html), every answer in a header and each process in its
+log (portal/stand_ins.py).
 """
 
 from __future__ import annotations

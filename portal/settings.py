@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.env import env_bool, env_float, env_int, env_list, env_rate, env_secret, env_str, generated_secret
@@ -38,11 +39,14 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.mfa",
     "ninja",
+    "portal.apps.PortalConfig",
     "certificates",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "portal.stand_ins.EmulatedHeaderMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -143,12 +147,52 @@ SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
+# Behind the TLS proxy every request that reached the proxy over plain http is redirected to https (the proxy
+# should do it first; this catches a proxy that forwards http). /healthz is exempt: probes from inside the
+# cluster or the container reach the portal directly over http, with no X-Forwarded-Proto.
+SECURE_SSL_REDIRECT = BEHIND_TLS_PROXY
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# HSTS goes out on https answers only (so never on localhost over http). includeSubDomains and preload bind
+# hosts and a future the portal's operator may not control, so they are off unless asked for.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if BEHIND_TLS_PROXY else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# check --deploy warns about those two choices (W005, W021) on every run; they are decided above and in the
+# README, so the warnings would only hide new ones.
+SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
+# Content-Security-Policy (django-csp) on every answer: scripts and styles only from the portal's own static
+# files, nothing inline. img-src allows data: for the TOTP QR code (allauth renders it as a data: URI) and
+# the empty favicon of base.html.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    }
+}
 # Reverse proxies in front of the portal that append to X-Forwarded-For (for the audit log's addresses).
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
-# Email: console by default, SMTP when EMAIL_HOST is set.
+# Email: SMTP when EMAIL_HOST is set. The console backend prints every message into the log, password-reset
+# links included, so whoever reads the log could take over accounts: it is the default only with DEBUG, and
+# production must ask for it by name (EMAIL_CONSOLE=true, e.g. a demo).
 EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_CONSOLE = env_bool("EMAIL_CONSOLE", DEBUG and not EMAIL_HOST)
+if EMAIL_CONSOLE and EMAIL_HOST:
+    raise ImproperlyConfigured("EMAIL_CONSOLE=true and EMAIL_HOST contradict each other: set only one")
+if not EMAIL_CONSOLE and not EMAIL_HOST:
+    raise ImproperlyConfigured(
+        "EMAIL_HOST is required (console email is the default only with DEBUG on; EMAIL_CONSOLE=true asks for it "
+        "and prints mail, reset links included, into the log)"
+    )
 if EMAIL_HOST:
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
@@ -168,11 +212,21 @@ LOGGING = {
 }
 
 # Cloudflare
-# With no CLOUDFLARE_API_TOKEN the portal talks to the built-in emulator (cloudflare/emulator) in-process,
-# its state kept in var/, so a fresh checkout works with no account. The UI shows a banner then.
+# The built-in emulator (cloudflare/emulator, in-process, state in var/) lets a fresh checkout work with no
+# account: it is the default with DEBUG and no CLOUDFLARE_API_TOKEN. Its certificates come from a local test
+# CA and are worthless against the real API, so production never falls back to it silently: without a token
+# start-up fails unless CLOUDFLARE_EMULATOR=true asks for it (a demo). While it is in use, pages show a banner,
+# every answer carries X-Cloudflare-Emulated: true and each process logs a warning (portal/apps.py).
 CLOUDFLARE_API_BASE_URL = env_str("CLOUDFLARE_API_BASE_URL", "https://api.cloudflare.com/client/v4")
 CLOUDFLARE_API_TOKEN = env_secret("CLOUDFLARE_API_TOKEN")
-CLOUDFLARE_EMULATED = not CLOUDFLARE_API_TOKEN
+CLOUDFLARE_EMULATED = env_bool("CLOUDFLARE_EMULATOR", DEBUG and not CLOUDFLARE_API_TOKEN)
+if CLOUDFLARE_EMULATED and CLOUDFLARE_API_TOKEN:
+    raise ImproperlyConfigured("CLOUDFLARE_EMULATOR=true and CLOUDFLARE_API_TOKEN contradict each other: set only one")
+if not CLOUDFLARE_EMULATED and not CLOUDFLARE_API_TOKEN:
+    raise ImproperlyConfigured(
+        "CLOUDFLARE_API_TOKEN is required (the built-in emulator is the default only with DEBUG on; "
+        "CLOUDFLARE_EMULATOR=true asks for it)"
+    )
 CLOUDFLARE_ZONE_ID = env_str("CLOUDFLARE_ZONE_ID")
 CLOUDFLARE_ACCOUNT_ID = env_str("CLOUDFLARE_ACCOUNT_ID")
 if CLOUDFLARE_EMULATED:

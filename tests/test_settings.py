@@ -59,7 +59,8 @@ def test_it_generates_a_secret_once_and_keeps_it_private(tmp_path):
 
 
 def start_django(tmp_path, **overrides: str) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDFLARE_", "DEBUG", "SECRET_KEY"))}
+    read_by_settings = ("CLOUDFLARE_", "DEBUG", "SECRET_KEY", "EMAIL_")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(read_by_settings)}
     environment.update({"PORTAL_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "portal.settings", **overrides})
     code = "import django; django.setup(); from django.conf import settings; print(settings.CLOUDFLARE_EMULATED)"
     return subprocess.run(

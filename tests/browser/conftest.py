@@ -113,6 +113,7 @@ class Traffic:
     requests: list[SentRequest] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
+    csp_violations: list[str] = field(default_factory=list)
 
     def to(self, method: str, path: str) -> list[SentRequest]:
         return [r for r in self.requests if r.method == method and _path_of(r.url) == path]
@@ -121,6 +122,26 @@ class Traffic:
 def _path_of(url: str) -> str:
     match = re.match(r"^[a-z]+://[^/]+(/[^?#]*)", url)
     return match.group(1) if match else url
+
+
+# Runs before the page's own scripts (Playwright injects it, outside the page's CSP) and reports every
+# Content-Security-Policy violation to the console, where the `page` fixture collects it.
+CSP_VIOLATION_PREFIX = "CSP violation:"
+REPORT_CSP_VIOLATIONS = (
+    "document.addEventListener('securitypolicyviolation', (event) => console.error("
+    f"'{CSP_VIOLATION_PREFIX} ' + event.effectiveDirective + ' blocked ' + (event.blockedURI || 'inline') "
+    "+ ' on ' + event.documentURI));"
+)
+
+
+def _record_console(traffic: Traffic, message) -> None:
+    if message.type != "error":
+        return
+    traffic.console_errors.append(message.text)
+    # Chromium's own report ("Refused to ... because it violates the following Content Security Policy
+    # directive") covers what the event cannot, e.g. a violation before the listener exists.
+    if message.text.startswith(CSP_VIOLATION_PREFIX) or "Content Security Policy" in message.text:
+        traffic.csp_violations.append(message.text)
 
 
 @pytest.fixture
@@ -140,6 +161,7 @@ def context(browser, live_server, emulator, traffic: Traffic, request: pytest.Fi
         )
 
     ctx.on("request", on_request)
+    ctx.add_init_script(REPORT_CSP_VIOLATIONS)
     yield ctx
     _save_artifacts_on_failure(ctx, request)
     ctx.close()
@@ -151,9 +173,13 @@ def page(context, traffic: Traffic):
 
     expect.set_options(timeout=TIMEOUT_MS)
     page = context.new_page()
-    page.on("console", lambda msg: traffic.console_errors.append(msg.text) if msg.type == "error" else None)
+    page.on("console", lambda msg: _record_console(traffic, msg))
     page.on("pageerror", lambda exc: traffic.page_errors.append(str(exc)))
-    return page
+    yield page
+    if not page.is_closed():
+        page.wait_for_timeout(100)  # lets the last console messages arrive
+    # Every browser test fails on a CSP violation, so an inline script or style added later is caught here.
+    assert traffic.csp_violations == [], traffic.csp_violations
 
 
 def _save_artifacts_on_failure(ctx, request: pytest.FixtureRequest) -> None:
