@@ -206,7 +206,7 @@ def test_it_explains_the_limit_and_keeps_nothing_when_the_quota_is_full(page, al
 
     expect(page.get_by_test_id("error")).to_have_text(
         "The certificate was not issued: You already have 5 active certificates, the most allowed. "
-        "Revoke one you no longer use."
+        "Revoke one you no longer use on your dashboard, then try again."
     )
     expect(page.get_by_test_id("progress-issue")).to_have_attribute("data-state", "error")
     expect(page.get_by_test_id("result")).to_be_hidden()
