@@ -58,12 +58,13 @@ def start_up(tmp_path, **variables: str | None) -> subprocess.CompletedProcess:
 
 
 def refusal(result: subprocess.CompletedProcess) -> str:
-    """The one line that says why start-up stopped."""
+    """The one line, and nothing else, that says why start-up stopped."""
     assert result.returncode != 0, result.stdout
-    last_line = result.stderr.strip().splitlines()[-1]
-    prefix = "django.core.exceptions.ImproperlyConfigured: "
-    assert last_line.startswith(prefix), result.stderr
-    return last_line.removeprefix(prefix)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    prefix = "ImproperlyConfigured: "
+    assert lines[0].startswith(prefix), result.stderr
+    return lines[0].removeprefix(prefix)
 
 
 def warnings_in(result: subprocess.CompletedProcess) -> list[str]:
@@ -106,6 +107,13 @@ def test_production_refuses_to_start_without_a_cloudflare_token(tmp_path):
 
     assert message.startswith("CLOUDFLARE_API_TOKEN is required")
     assert "CLOUDFLARE_EMULATOR=true" in message
+
+
+@pytest.mark.slow
+def test_manage_py_says_why_it_stops_in_one_line(tmp_path):
+    result = run_portal(tmp_path, ["manage.py", "check"], EMAIL_HOST=None)
+
+    assert refusal(result).startswith("EMAIL_HOST is required")
 
 
 @pytest.mark.slow
