@@ -229,6 +229,13 @@ class FirewallState(models.Model):
     last_error = models.TextField(blank=True, default="")
     ruleset_id = models.CharField(max_length=32, blank=True, default="")
     ruleset_version = models.CharField(max_length=32, blank=True, default="")
+    # When the last successful sync read the database: what was committed before it is in force at the edge
+    # (since last_synced_at), unless the sync had to leave it out (below).
+    synced_inputs_at = models.DateTimeField(null=True, blank=True)
+    # What the last successful sync could not push because the zone's rule limit was reached:
+    # {"user_ids": [...] (allowlists not enforced), "allow_ranges": n (fingerprint ranges not checked),
+    #  "reason": "..."}; empty when everything was pushed.
+    left_out = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return f"firewall of zone {self.zone_id}"
