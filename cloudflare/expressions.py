@@ -288,6 +288,18 @@ class Field:
     def ne(self, value: IPValue) -> Comparison:
         return Comparison(self, "ne", self._render_scalar(value))
 
+    def ge(self, value: str) -> Comparison:
+        return self._ordered("ge", value)
+
+    def lt(self, value: str) -> Comparison:
+        return self._ordered("lt", value)
+
+    def _ordered(self, operator: Literal["ge", "lt"], value: str) -> Comparison:
+        # The Rules language orders strings (byte-wise) and numbers; the portal compares strings only, to split
+        # the fingerprint space into ranges (certificates/firewall/compiler.py).
+        self._require_type("STRING", operator)
+        return Comparison(self, operator, quote(value))
+
     def in_(self, set_: StringSet | IPSet) -> Comparison:
         self._require_type("STRING" if isinstance(set_, StringSet) else "IP", "in")
         return Comparison(self, "in", set_.render())
@@ -384,7 +396,7 @@ class Comparison(Expression):
     """``<field> <operator> <operand>``; ``operand`` is already rendered (quoted string, IP or set)."""
 
     field: Field | Lower
-    operator: Literal["eq", "ne", "in"]
+    operator: Literal["eq", "ne", "in", "ge", "lt"]
     operand: str
 
     def render(self) -> str:

@@ -3,24 +3,33 @@
 Pure Python: no Django, no I/O. The sync (``certificates.firewall.sync``) reads the database and the zone,
 calls ``compile_rules`` and writes the difference by ``ref``.
 
-Rules, all with action ``block`` and a ``ref`` that starts with ``prefix``:
+Rules, all with action ``block`` and a ``ref`` that starts with ``prefix``, in this order of priority:
 
 * ``<prefix>base``: on the protected hostnames, no verified certificate or a revoked one.
-* ``<prefix>deny_<n>``: on the protected hostnames, fingerprints the portal knows must not be used
-  (revoked, pending revocation, owner deactivated).
+* ``<prefix>allow_<lo>``: only the portal's certificates pass. Cloudflare's managed CA may be shared between
+  customers (FACTS.md §5), so "verified" may admit a certificate made anywhere; these rules block, on the
+  protected hostnames, every fingerprint in the range ``[lo, next lo)`` that is not one the portal issued
+  and considers usable. The fingerprint space is split into ranges with the Rules language's string
+  ordering (``ge``/``lt``, all plans) so that each rule stays under 4,096 characters. A certificate that
+  is revoked, pending revocation, expired, owned by a deactivated user, made in the dashboard or for
+  another account is simply not on the list, so no separate deny rule is needed.
 * ``<prefix>bind_<n>``: on the protected hostnames, one clause per user with an allowlist,
   ``(fingerprint in {that user's certificates} and not ip.src in {that user's networks})``, many users'
   clauses OR-ed together.
+
+When the zone's rule limit leaves room for fewer rules than that, ``compile_rules`` keeps the base rule,
+then as many allow ranges, then as many binding rules as fit, and says what it left out (``LeftOut``).
 
 Every rule is scoped to ``lower(http.host) in {<protected hostnames>}`` (the Host header's case is the
 client's choice, and string comparisons are case-sensitive) so that it can never block another
 hostname of the zone. With no protected hostnames there is nothing to protect and nothing to scope to, so
 the compiler returns no rules at all (the sync then deletes the portal's rules).
 
-Packing is stable (see ``_Packer``): given the placement of the rules as they are in the zone, a change to
-one user rewrites the one rule that holds the user, or two when the user's clause no longer fits there
-and moves. Each packing decision uses exact lengths from ``cloudflare.expressions``; each rule is
-rendered once and checked with Cloudflare's parser (``validate``) before it is returned.
+Packing is stable (see ``_Packer`` and ``_allow_ranges``): given the placement of the rules as they are in
+the zone, a change to one user rewrites the one rule that holds the user, or two when the user's clause no
+longer fits there and moves; a new or removed certificate rewrites the allow rule of its range. Each
+packing decision uses exact lengths from ``cloudflare.expressions``; each rule is rendered once and checked
+with Cloudflare's parser (``validate``) before it is returned.
 
 Fingerprint sets are rendered by ``_fingerprint_set`` rather than ``StringSet``: fingerprints are first
 checked to be 64 lowercase hex digits, for which ``quote`` is just the surrounding quotes, and
@@ -30,10 +39,11 @@ the whole time budget. The tests check that both give the same text.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -60,9 +70,11 @@ from cloudflare.expressions import (
 
 __all__ = [
     "BindingRulePlacement",
+    "CompiledRules",
     "DesiredRule",
     "FirewallCompileError",
     "FirewallInputs",
+    "LeftOut",
     "Placement",
     "RuleBudgetExceeded",
     "UserBinding",
@@ -73,17 +85,20 @@ __all__ = [
 ]
 
 BASE = "base"
-DENY = "deny"
+ALLOW = "allow"
 BIND = "bind"
 
 BASE_DESCRIPTION = "mTLS portal: require a verified, unrevoked client certificate on the API hostnames"
-DENY_DESCRIPTION = "mTLS portal: deny {count} revoked or suspended certificates"
+ALLOW_DESCRIPTION = "mTLS portal: only the portal's {count} certificates with fingerprints from {low} to {high}"
 BIND_DESCRIPTION = "mTLS portal: allowlist binding for users {users}"
+# The first range starts below every fingerprint; its ref says "0" and its rule has no lower bound.
+FIRST_BOUND = "0"
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _FINGERPRINTS = re.compile(r"(?:[0-9a-f]{64}\n)*")
 _FINGERPRINT_LENGTH = 64
-_REF_SUFFIX = re.compile(r"(deny|bind)_([1-9][0-9]{0,8})")
+_REF_SUFFIX = re.compile(r"bind_([1-9][0-9]{0,8})")
+_ALLOW_REF_SUFFIX = re.compile(r"allow_([0-9a-f]{1,64})")
 _BIND_USERS = re.compile(r"allowlist binding for users((?: [0-9]+)+)")
 
 # Exact rendered sizes of fingerprint sets: each member is 64 hex digits in quotes, members are separated
@@ -112,7 +127,9 @@ class UserBinding:
 @dataclass(frozen=True)
 class FirewallInputs:
     hostnames: tuple[str, ...]  # PORTAL_API_HOSTNAMES
-    denied_fingerprints: tuple[str, ...]  # revoked, pending revocation, or owned by deactivated users
+    # Every certificate the portal issued and considers usable (active, owner active, not expired): on the
+    # protected hostnames no other certificate passes.
+    allowed_fingerprints: tuple[str, ...]
     bindings: tuple[UserBinding, ...]
 
 
@@ -136,10 +153,52 @@ class BindingRulePlacement:
 
 @dataclass(frozen=True)
 class Placement:
-    """Which keys sit in which numbered rule now: fingerprints for deny rules, users for binding rules."""
+    """How the rules in the zone split the work now: the allow ranges' lower bounds, users per binding rule."""
 
-    deny: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    allow: tuple[str, ...] = ()
     bind: Mapping[int, BindingRulePlacement] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """What did not fit in the rules the zone has room for (empty when everything fits)."""
+
+    # Allow ranges without a rule: verified certificates with fingerprints there are not checked against
+    # the portal's list.
+    allow_ranges: int = 0
+    # Users whose allowlist is not (or not entirely) enforced: their certificates work from anywhere.
+    user_ids: tuple[int, ...] = ()
+    needed: int = 0
+    allowed: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.allow_ranges or self.user_ids)
+
+    @property
+    def reason(self) -> str:
+        if not self:
+            return ""
+        return (
+            f"the zone's rule limit leaves room for {self.allowed} of the {self.needed} rules the portal needs "
+            "(CLOUDFLARE_CUSTOM_RULES_LIMIT, counting other teams' rules)"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        if not self:
+            return {}
+        return {
+            "allow_ranges": self.allow_ranges,
+            "user_ids": list(self.user_ids),
+            "needed": self.needed,
+            "allowed": self.allowed,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    rules: list[DesiredRule]
+    left_out: LeftOut
 
 
 class FirewallCompileError(ValueError):
@@ -147,7 +206,7 @@ class FirewallCompileError(ValueError):
 
 
 class RuleBudgetExceeded(FirewallCompileError):
-    """More portal rules are needed than the zone has room for; no rules were produced."""
+    """The zone has no room even for the base rule; no rules were produced."""
 
     def __init__(self, message: str, *, needed: int, allowed: int) -> None:
         super().__init__(message)
@@ -162,29 +221,29 @@ class RuleBudgetExceeded(FirewallCompileError):
 def placement_of(rules: Iterable[tuple[str, str, str]]) -> Placement:
     """Recover the placement from the portal's rules as they are in the zone: ``(ref, expression, description)``.
 
-    Refs are recognised by their suffix (``deny_<n>``, ``bind_<n>``), so the caller passes only the rules
+    Refs are recognised by their suffix (``allow_<lo>``, ``bind_<n>``), so the caller passes only the rules
     whose ref has the portal's prefix. Rules edited by hand are tolerated: an unparseable expression gives
     an empty placement for that rule, an unreadable description makes the binding rule fall back to the
     fingerprints in its expression. The placement only steers where keys go; it never affects what the
     compiled rules enforce.
     """
-    deny: dict[int, frozenset[str]] = {}
+    allow: set[str] = set()
     bind: dict[int, BindingRulePlacement] = {}
     for ref, expression, description in rules:
+        allow_match = _ALLOW_REF_SUFFIX.search(ref)
+        if allow_match is not None and allow_match.end() == len(ref):
+            allow.add(allow_match.group(1))
+            continue
         match = _REF_SUFFIX.search(ref)
         if match is None or match.end() != len(ref):
             continue
-        kind, number = match.group(1), int(match.group(2))
         fingerprints = _fingerprints_in(expression)
-        if kind == DENY:
-            deny[number] = fingerprints
-        else:
-            bind[number] = BindingRulePlacement(
-                user_ids=_user_ids_in(description) if fingerprints else frozenset(),
-                fingerprints=fingerprints,
-                expression=expression if fingerprints else "",
-            )
-    return Placement(deny=deny, bind=bind)
+        bind[int(match.group(1))] = BindingRulePlacement(
+            user_ids=_user_ids_in(description) if fingerprints else frozenset(),
+            fingerprints=fingerprints,
+            expression=expression if fingerprints else "",
+        )
+    return Placement(allow=tuple(sorted(allow)), bind=bind)
 
 
 def _fingerprints_in(expression: str) -> frozenset[str]:
@@ -211,51 +270,74 @@ def _user_ids_in(description: str) -> frozenset[int] | None:
 
 def compile_rules(
     inputs: FirewallInputs, *, prefix: str, max_rules: int, previous: Placement | None = None
-) -> list[DesiredRule]:
-    """The portal's complete desired rule set: base, then deny rules, then binding rules, by number.
+) -> CompiledRules:
+    """The portal's desired rules, base first, then allow ranges, then binding rules, as many as fit.
 
-    Raises ``RuleBudgetExceeded`` if more than ``max_rules`` rules are needed (never a partial set) and
-    ``FirewallCompileError`` for inputs no rule can express (malformed fingerprint, duplicate user,
-    hostnames too long to leave room for anything else).
+    Raises ``RuleBudgetExceeded`` when not even the base rule fits, and ``FirewallCompileError`` for inputs
+    no rule can express (malformed fingerprint, duplicate user, hostnames too long to leave room for
+    anything else).
     """
     if not prefix:
         raise FirewallCompileError("the rule ref prefix must not be empty: it is how the portal's rules are found")
     hostnames = _normalized_hostnames(inputs.hostnames)
     if not hostnames:
-        return []
+        return CompiledRules([], LeftOut())
+    if max_rules < 1:
+        raise RuleBudgetExceeded(
+            "The zone has no room for the portal's base rule: other rules use the whole limit.",
+            needed=1,
+            allowed=max_rules,
+        )
     previous = previous or Placement()
     scope = Lower(HTTP_HOST).in_(StringSet(hostnames))
 
-    denied = set(_normalized_fingerprints(inputs.denied_fingerprints))
-    deny_bins = _pack_deny(scope, denied, previous, max_rules)
-    clauses = _binding_clauses(scope, inputs.bindings, denied)
+    allowed = sorted(set(_normalized_fingerprints(inputs.allowed_fingerprints)))
+    ranges = _allow_ranges(scope, allowed, previous.allow, room=max_rules - 1)
+    clauses = _binding_clauses(scope, inputs.bindings)
     bind_bins = _pack_bindings(scope, clauses, previous, max_rules)
 
-    needed = 1 + len(deny_bins) + len(bind_bins)
-    if needed > max_rules:
-        users = len({clause.user_id for clause in clauses})
-        raise RuleBudgetExceeded(
-            f"The portal needs {needed} firewall rules but may use {max_rules}: 1 base rule, "
-            f"{len(deny_bins)} deny rule(s) for {len(denied)} revoked or suspended certificate(s), and "
-            f"{len(bind_bins)} binding rule(s) for the allowlists of {users} user(s) "
-            f"({sum(len(clause.fingerprints) for clause in clauses)} certificate(s)).",
-            needed=needed,
-            allowed=max_rules,
-        )
+    needed = 1 + len(ranges) + len(bind_bins)
+    kept_ranges = ranges[: max_rules - 1]
+    kept_bins = dict(sorted(bind_bins.items())[: max(0, max_rules - 1 - len(kept_ranges))])
+    dropped = [clause for number, members in bind_bins.items() if number not in kept_bins for clause in members]
+    left_out = LeftOut(
+        allow_ranges=len(ranges) - len(kept_ranges),
+        user_ids=tuple(_unique_users(dropped)),
+        needed=needed,
+        allowed=max_rules,
+    )
 
     rules = [
         _rule(prefix + BASE, And(scope, Or(Not(CERT_VERIFIED.is_true()), CERT_REVOKED.is_true())), BASE_DESCRIPTION)
     ]
-    for number, fingerprints in sorted(deny_bins.items()):
-        members = sorted(fingerprints)
-        description = DENY_DESCRIPTION.format(count=len(members))
-        rules.append(_rule(f"{prefix}{DENY}_{number}", And(scope, _fingerprint_set(members)), description))
-    for number, members in sorted(bind_bins.items()):
+    for low, high, fingerprints in kept_ranges:
+        rules.append(_allow_rule(prefix, scope, low, high, fingerprints))
+    for number, members in sorted(kept_bins.items()):
         members.sort(key=_Clause.sort_key)
         description = BIND_DESCRIPTION.format(users=" ".join(str(user) for user in _unique_users(members)))
         expression = And(scope, Or(*(clause.expression for clause in members)))
         rules.append(_rule(f"{prefix}{BIND}_{number}", expression, description))
-    return rules
+    return CompiledRules(rules, left_out)
+
+
+def _allow_rule(prefix: str, scope: Expression, low: str, high: str | None, fingerprints: list[str]) -> DesiredRule:
+    description = ALLOW_DESCRIPTION.format(count=len(fingerprints), low=low, high=high or "f…f")
+    return _rule(f"{prefix}{ALLOW}_{low}", _allow_expression(scope, low, high, fingerprints), description)
+
+
+def _allow_expression(scope: Expression, low: str, high: str | None, fingerprints: Sequence[str]) -> Expression:
+    """``(scope [and fp ge low] [and fp lt high] [and not fp in {...}])``: blocks, in the range, every
+    fingerprint not listed (and with no fingerprint listed, every one)."""
+    parts: list[Expression] = [scope]
+    if low != FIRST_BOUND:
+        parts.append(CERT_FINGERPRINT_SHA256.ge(low))
+    if high is not None:
+        parts.append(CERT_FINGERPRINT_SHA256.lt(high))
+    if fingerprints:
+        parts.append(Not(_fingerprint_set(fingerprints)))
+    if len(parts) == 1:
+        parts.append(CERT_VERIFIED.is_true())  # the portal has no usable certificate: none passes
+    return And(*parts)
 
 
 def allowlist_fits(hostnames: Sequence[str], networks: Sequence[str]) -> bool:
@@ -366,17 +448,6 @@ def _fingerprints_length(count: int) -> int:
     return _one_fingerprint_length() + _PER_FINGERPRINT * (count - 1)
 
 
-def _deny_per_rule(scope: Expression) -> int:
-    one = joined_length([scope, _fingerprint_set([_SAMPLE_FINGERPRINT])], "and")
-    room = MAX_EXPRESSION_LENGTH - one
-    if room < 0:
-        raise FirewallCompileError(
-            f"the protected hostnames take {scope.length} characters and leave no room for a fingerprint in "
-            f"a {MAX_EXPRESSION_LENGTH}-character rule; protect fewer hostnames"
-        )
-    return 1 + room // _PER_FINGERPRINT
-
-
 def _bind_capacity(scope: Expression) -> int:
     """Room for clauses in a binding rule, where each clause costs its length plus " or "."""
     # (scope and (c1 or c2 ...)): measure the overhead with two sample clauses. A rule with one clause is
@@ -384,6 +455,103 @@ def _bind_capacity(scope: Expression) -> int:
     sample = _fingerprint_set([_SAMPLE_FINGERPRINT])
     overhead = joined_length([scope, Or(sample, sample)], "and") - 2 * sample.length - _OR_SEPARATOR
     return MAX_EXPRESSION_LENGTH - overhead + _OR_SEPARATOR
+
+
+# --------------------------------------------------------------------------------------------------
+# Allow ranges
+
+
+def _allow_ranges(
+    scope: Expression, allowed: list[str], previous: Sequence[str], *, room: int
+) -> list[tuple[str, str | None, list[str]]]:
+    """Split the sorted, unique fingerprints into ranges ``[low, high)`` that each fit in one rule.
+
+    Stable: the lower bounds of the rules in the zone are kept, so a new or removed certificate changes the
+    rule of its own range. A range that grows past one rule is split into as few even parts as fit, at the
+    shortest bounds that separate them; neighbours that together fill less than half a rule are merged back;
+    and when there are more ranges than ``room`` rules, the smallest neighbours are merged while they fit.
+    """
+    bounds = sorted({FIRST_BOUND, *(bound for bound in previous if bound != FIRST_BOUND)})
+    ranges = [(low, high, _in_range(allowed, low, high)) for low, high in zip(bounds, [*bounds[1:], None], strict=True)]
+    split: list[tuple[str, str | None, list[str]]] = []
+    while ranges:
+        low, high, members = ranges.pop(0)
+        capacity = _allow_capacity(scope, low, high)
+        if len(members) <= capacity:
+            split.append((low, high, members))
+            continue
+        parts = -(-len(members) // capacity)
+        cuts = [len(members) * part // parts for part in range(1, parts)]
+        edges: list[str | None] = [low, *(_separating_bound(members[cut - 1], members[cut]) for cut in cuts), high]
+        starts = [0, *cuts, len(members)]
+        # Checked again: a longer bound leaves a little less room in its rule.
+        ranges[:0] = [(str(edges[i]), edges[i + 1], members[starts[i] : starts[i + 1]]) for i in range(parts)]
+    merged = _merge_neighbours(scope, split, lambda capacity, combined: combined <= capacity // 2)
+    while len(merged) > max(room, 1):
+        fewer = _merge_neighbours(scope, merged, lambda capacity, combined: combined <= capacity, once=True)
+        if len(fewer) == len(merged):
+            break
+        merged = fewer
+    return merged
+
+
+def _in_range(fingerprints: list[str], low: str, high: str | None) -> list[str]:
+    start = 0 if low == FIRST_BOUND else bisect.bisect_left(fingerprints, low)
+    end = len(fingerprints) if high is None else bisect.bisect_left(fingerprints, high)
+    return fingerprints[start:end]
+
+
+def _separating_bound(below: str, above: str) -> str:
+    """The shortest prefix of ``above`` that sorts after ``below``: every fingerprint starting with it, and
+    ``above`` itself, is at or past it, and ``below`` is not."""
+    for length in range(1, len(above) + 1):
+        if above[:length] > below:
+            return above[:length]
+    raise AssertionError("fingerprints must be unique")  # a bug: sorted unique input guarantees a bound
+
+
+def _merge_neighbours(
+    scope: Expression,
+    ranges: list[tuple[str, str | None, list[str]]],
+    acceptable: Callable[[int, int], bool],
+    *,
+    once: bool = False,
+) -> list[tuple[str, str | None, list[str]]]:
+    """Merge adjacent ranges whose union is ``acceptable``; with ``once``, only the smallest such pair."""
+    if once:
+        pairs = [
+            (len(ranges[i][2]) + len(ranges[i + 1][2]), i)
+            for i in range(len(ranges) - 1)
+            if acceptable(
+                _allow_capacity(scope, ranges[i][0], ranges[i + 1][1]), len(ranges[i][2]) + len(ranges[i + 1][2])
+            )
+        ]
+        if not pairs:
+            return ranges
+        _, i = min(pairs)
+        (low, _, first), (_, high, second) = ranges[i], ranges[i + 1]
+        return [*ranges[:i], (low, high, first + second), *ranges[i + 2 :]]
+    merged: list[tuple[str, str | None, list[str]]] = []
+    for low, high, members in ranges:
+        if merged:
+            previous_low, _, previous_members = merged[-1]
+            combined = len(previous_members) + len(members)
+            if acceptable(_allow_capacity(scope, previous_low, high), combined):
+                merged[-1] = (previous_low, high, previous_members + members)
+                continue
+        merged.append((low, high, members))
+    return merged
+
+
+def _allow_capacity(scope: Expression, low: str, high: str | None) -> int:
+    """Fingerprints an allow rule for ``[low, high)`` can list within 4,096 characters."""
+    one = _allow_expression(scope, low, high, [_SAMPLE_FINGERPRINT]).length
+    if one > MAX_EXPRESSION_LENGTH:
+        raise FirewallCompileError(
+            f"the protected hostnames take {scope.length} characters and leave no room for a fingerprint in "
+            f"a {MAX_EXPRESSION_LENGTH}-character rule; protect fewer hostnames"
+        )
+    return 1 + (MAX_EXPRESSION_LENGTH - one) // _PER_FINGERPRINT
 
 
 # --------------------------------------------------------------------------------------------------
@@ -428,7 +596,7 @@ class _Clause:
         return rendered[1:-1] if self.networks is not None else rendered
 
 
-def _binding_clauses(scope: Expression, bindings: Iterable[UserBinding], denied: set[str]) -> list[_Clause]:
+def _binding_clauses(scope: Expression, bindings: Iterable[UserBinding]) -> list[_Clause]:
     capacity = _bind_capacity(scope)
     clauses: list[_Clause] = []
     seen: set[int] = set()
@@ -438,9 +606,9 @@ def _binding_clauses(scope: Expression, bindings: Iterable[UserBinding], denied:
         seen.add(binding.user_id)
         if not binding.networks:
             continue  # an empty allowlist allows any address: nothing to enforce
-        fingerprints = sorted(set(_normalized_fingerprints(binding.fingerprints)) - denied)
+        fingerprints = sorted(set(_normalized_fingerprints(binding.fingerprints)))
         if not fingerprints:
-            continue  # no usable certificate; the deny rules block the others
+            continue  # no usable certificate: the allow rules block the others
         networks: Expression | None
         try:
             networks = _network_condition(tuple(binding.networks))
@@ -523,22 +691,6 @@ def _usable_previous(numbers: Iterable[int], limit: int) -> list[int]:
     # A number beyond the budget cannot be kept anyway (bins are numbered from 1 without gaps when packed
     # fresh); ignoring it also keeps a hand-made "bind_99999999" from sizing the packer.
     return sorted(number for number in numbers if number <= limit)
-
-
-def _pack_deny(scope: Expression, denied: set[str], previous: Placement, max_rules: int) -> dict[int, list[str]]:
-    per_rule = _deny_per_rule(scope)
-    numbers = _usable_previous(previous.deny, max_rules)
-    packer = _Packer(per_rule, len(denied) + (numbers[-1] if numbers else 0))
-    placed: set[str] = set()
-    for number in numbers:
-        for fingerprint in sorted(previous.deny[number] & denied - placed):
-            if packer.fits(number, 1):
-                packer.put(number, fingerprint, 1)
-                placed.add(fingerprint)
-    unused = packer.unused_numbers()
-    for fingerprint in sorted(denied - placed):
-        packer.first_fit(fingerprint, 1, unused)
-    return packer.members
 
 
 def _pack_bindings(

@@ -1,16 +1,30 @@
 """Keeping the zone's custom rules equal to what the database says (DESIGN.md, "Firewall layout").
 
-A sync reads the entrypoint once, compiles the desired rules, diffs them by `ref` against the portal's
-own rules (those whose ref starts with PORTAL_RULE_REF_PREFIX) and writes only what changed with the
-single-rule endpoints. Rules without the prefix are never changed, moved or deleted. Writes to one zone
-are serialized by a lease on its FirewallState row.
+A sync reads the entrypoint once, compiles the desired rules, diffs them by `ref` against the portal's own rules
+(those whose ref starts with PORTAL_RULE_REF_PREFIX) and writes the difference. Rules of others are never
+changed or deleted, but the portal's rules are kept above them: a `skip` rule of another team placed above
+would switch mTLS off for what it matches (FACTS.md §14). Writes to one zone are serialized by a lease on its
+FirewallState row.
+
+How it writes:
+* a few changes (at most SINGLE_WRITES_AT_MOST) with the single-rule endpoints: adds first, at the top, then
+  updates and moves, then deletes, so a rule is removed only once what replaces it is in place;
+* otherwise (a first sync into a zone with rules, many changes, or adds that would pass the plan's rule limit
+  before the deletes) one replacement of the entrypoint that carries every other rule back unchanged, by id and
+  in its order. Cloudflare has no compare-and-set, so the entrypoint's version is read again just before the
+  write; if it moved, the sync falls back to single-rule writes, deleting before adding only when the limit
+  requires it.
+The zone's rule count never passes CLOUDFLARE_CUSTOM_RULES_LIMIT. When the desired rules do not fit, the
+compiler keeps the base rule, then allow ranges, then binding rules, and the sync records what it left out
+(FirewallState.left_out) and logs it. If Cloudflare still refuses an add for the limit (rules of zone custom
+rulesets count too, and the portal cannot list them), the sync plans again with one rule less.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -23,13 +37,15 @@ from certificates.firewall.compiler import (
     DesiredRule,
     FirewallCompileError,
     FirewallInputs,
+    LeftOut,
     RuleBudgetExceeded,
     UserBinding,
     compile_rules,
     placement_of,
 )
 from certificates.models import AllowlistEntry, Certificate, FirewallState
-from cloudflare.client import CloudflareClient
+from cloudflare import errors as cf_errors
+from cloudflare.client import CloudflareClient, before
 from cloudflare.models import Rule, Ruleset, RuleSpec
 from portal.integrations import get_cloudflare_client
 
@@ -37,6 +53,12 @@ logger = logging.getLogger(__name__)
 
 # Long enough for a large sync that waits for the call budget; every write renews it (see _apply).
 LEASE = timedelta(minutes=5)
+# Beyond this many single-rule writes, one replacement of the entrypoint costs fewer calls and bytes: each
+# single-rule answer carries the whole ruleset (FACTS.md §8).
+SINGLE_WRITES_AT_MOST = 3
+# Planning again after Cloudflare refuses an add for the rule limit: at most this many times.
+LIMIT_RETRIES = 3
+TOP = before("")
 
 
 class FirewallSyncError(Exception):
@@ -51,46 +73,65 @@ class SyncBusy(FirewallSyncError):
 class Plan:
     zone_id: str
     ruleset_id: str | None
+    version: str = ""
+    desired: list[DesiredRule] = field(default_factory=list)
     add: list[DesiredRule] = field(default_factory=list)
     update: list[tuple[Rule, DesiredRule]] = field(default_factory=list)
     delete: list[Rule] = field(default_factory=list)
+    # The portal's rules that have another rule above them, and those other rules.
+    misplaced: list[Rule] = field(default_factory=list)
+    foreign_above: list[Rule] = field(default_factory=list)
     unchanged: int = 0
     foreign_rules: int = 0
+    left_out: LeftOut = field(default_factory=LeftOut)
+    mode: str = "none"  # how _apply wrote it: "none", "create", "rules" or "replace"
 
     @property
     def is_empty(self) -> bool:
-        return not (self.add or self.update or self.delete)
+        return not (self.add or self.update or self.delete or self.misplaced)
+
+    @property
+    def moves(self) -> list[Rule]:
+        """Misplaced rules that are neither updated (an update moves them too) nor deleted."""
+        touched = {rule.id for rule, _ in self.update} | {rule.id for rule in self.delete}
+        return [rule for rule in self.misplaced if rule.id not in touched]
+
+    @property
+    def single_writes(self) -> int:
+        return len(self.add) + len(self.update) + len(self.delete) + len(self.moves)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "zone_id": self.zone_id,
             "ruleset_id": self.ruleset_id,
+            "mode": self.mode,
             "add": [asdict(rule) for rule in self.add],
             "update": [{"id": current.id, **asdict(desired)} for current, desired in self.update],
             "delete": [{"id": rule.id, "ref": rule.ref} for rule in self.delete],
+            "move": [{"id": rule.id, "ref": rule.ref} for rule in self.moves],
+            "foreign_above": [_describe(rule) for rule in self.foreign_above],
             "unchanged": self.unchanged,
             "foreign_rules": self.foreign_rules,
+            "left_out": self.left_out.as_dict(),
         }
 
 
+def _describe(rule: Rule) -> dict[str, Any]:
+    return {"id": rule.id, "ref": rule.ref, "action": rule.action, "description": rule.description}
+
+
 def firewall_inputs(*, zone_id: str) -> FirewallInputs:
-    """What the rules must enforce, read from the database in three queries."""
+    """What the rules must enforce, read from the database in two queries."""
     now = timezone.now()
-    certificates = list(
-        Certificate.objects.filter(zone_id=zone_id)
+    certificates = (
+        Certificate.objects.filter(zone_id=zone_id, status__in=Certificate.USABLE, owner__is_active=True)
         .exclude(fingerprint_sha256="")
-        .filter(status__in=Certificate.USABLE | Certificate.DENIED)
-        .values_list("owner_id", "owner__is_active", "status", "fingerprint_sha256", "expires_on")
+        .filter(Q(expires_on__isnull=True) | Q(expires_on__gt=now))
+        .values_list("owner_id", "fingerprint_sha256")
     )
-    denied: set[str] = set()
     usable: dict[int, list[str]] = {}
-    for owner_id, owner_active, status, fingerprint, expires_on in certificates:
-        if expires_on is not None and expires_on <= now:
-            continue  # an expired certificate no longer verifies; no rule needs to name it
-        if status in Certificate.DENIED or not owner_active:
-            denied.add(fingerprint)
-        else:
-            usable.setdefault(owner_id, []).append(fingerprint)
+    for owner_id, fingerprint in certificates:
+        usable.setdefault(owner_id, []).append(fingerprint)
     networks: dict[int, list[str]] = {}
     for owner_id, network in AllowlistEntry.objects.filter(owner_id__in=usable).values_list("owner_id", "network"):
         networks.setdefault(owner_id, []).append(network)
@@ -100,38 +141,53 @@ def firewall_inputs(*, zone_id: str) -> FirewallInputs:
     )
     return FirewallInputs(
         hostnames=tuple(settings.PORTAL_API_HOSTNAMES),
-        denied_fingerprints=tuple(sorted(denied)),
+        allowed_fingerprints=tuple(sorted(fp for fingerprints in usable.values() for fp in fingerprints)),
         bindings=bindings,
     )
 
 
-def firewall_plan(*, zone_id: str, client: CloudflareClient | None = None) -> tuple[Plan, Ruleset | None]:
-    """Read the entrypoint once and work out the writes; writes nothing."""
+def firewall_plan(
+    *, zone_id: str, client: CloudflareClient | None = None, reserved: int = 0
+) -> tuple[Plan, Ruleset | None]:
+    """Read the entrypoint once and work out the writes; writes nothing. `reserved`: rules to leave free
+    beyond those the entrypoint shows (learnt from a refusal, see the module's docstring)."""
+    client = client or get_cloudflare_client()
+    entrypoint = client.get_entrypoint(zone_id)
+    return plan_for(entrypoint, zone_id=zone_id, reserved=reserved), entrypoint
+
+
+def plan_for(entrypoint: Ruleset | None, *, zone_id: str, reserved: int = 0) -> Plan:
     if not settings.PORTAL_API_HOSTNAMES:
         # With no hostnames the compiler wants no rules, which would delete the base rule: mTLS off.
         raise FirewallSyncError("PORTAL_API_HOSTNAMES is empty; refusing to remove the portal's rules.")
-    client = client or get_cloudflare_client()
-    prefix = settings.PORTAL_RULE_REF_PREFIX
-    entrypoint = client.get_entrypoint(zone_id)
-    current = [rule for rule in (entrypoint.rules if entrypoint else ()) if rule.ref.startswith(prefix)]
-    foreign = len(entrypoint.rules) - len(current) if entrypoint else 0
+    rules = list(entrypoint.rules) if entrypoint else []
+    current = [rule for rule in rules if _is_ours(rule)]
+    foreign = [rule for rule in rules if not _is_ours(rule)]
+    room = settings.CLOUDFLARE_CUSTOM_RULES_LIMIT - len(foreign) - reserved
     try:
-        desired = compile_rules(
+        compiled = compile_rules(
             firewall_inputs(zone_id=zone_id),
-            prefix=prefix,
-            max_rules=settings.CLOUDFLARE_CUSTOM_RULES_LIMIT - foreign,
+            prefix=settings.PORTAL_RULE_REF_PREFIX,
+            max_rules=room,
             previous=placement_of((rule.ref, rule.expression, rule.description) for rule in current),
         )
     except RuleBudgetExceeded as exc:
         raise FirewallSyncError(
             f"{exc} The zone allows {settings.CLOUDFLARE_CUSTOM_RULES_LIMIT} custom rules "
-            f"(CLOUDFLARE_CUSTOM_RULES_LIMIT) and {foreign} of them are not the portal's."
+            f"(CLOUDFLARE_CUSTOM_RULES_LIMIT) and {len(foreign) + reserved} of them are not the portal's."
         ) from exc
     except FirewallCompileError as exc:
         raise FirewallSyncError(f"The rules cannot be compiled: {exc}") from exc
-    plan = Plan(zone_id=zone_id, ruleset_id=entrypoint.id if entrypoint else None, foreign_rules=foreign)
+    plan = Plan(
+        zone_id=zone_id,
+        ruleset_id=entrypoint.id if entrypoint else None,
+        version=entrypoint.version if entrypoint else "",
+        desired=compiled.rules,
+        foreign_rules=len(foreign),
+        left_out=compiled.left_out,
+    )
     by_ref = {rule.ref: rule for rule in current}
-    for rule in desired:
+    for rule in compiled.rules:
         existing = by_ref.pop(rule.ref, None)
         if existing is None:
             plan.add.append(rule)
@@ -140,7 +196,21 @@ def firewall_plan(*, zone_id: str, client: CloudflareClient | None = None) -> tu
         else:
             plan.unchanged += 1
     plan.delete = sorted(by_ref.values(), key=lambda rule: rule.ref)
-    return plan, entrypoint
+    plan.misplaced, plan.foreign_above = _out_of_order(rules)
+    return plan
+
+
+def _is_ours(rule: Rule) -> bool:
+    return rule.ref.startswith(settings.PORTAL_RULE_REF_PREFIX)
+
+
+def _out_of_order(rules: Sequence[Rule]) -> tuple[list[Rule], list[Rule]]:
+    """The portal's rules below any other rule, and the other rules above any of the portal's."""
+    last_ours = max((index for index, rule in enumerate(rules) if _is_ours(rule)), default=-1)
+    first_foreign = next((index for index, rule in enumerate(rules) if not _is_ours(rule)), len(rules))
+    misplaced = [rule for rule in rules[first_foreign:] if _is_ours(rule)]
+    above = [rule for rule in rules[: last_ours + 1] if not _is_ours(rule)]
+    return misplaced, above
 
 
 def _differs(current: Rule, desired: DesiredRule) -> bool:
@@ -153,22 +223,31 @@ def _differs(current: Rule, desired: DesiredRule) -> bool:
 
 
 def firewall_sync(*, zone_id: str, dry_run: bool = False) -> Plan:
-    """Push the desired rules: adds, then updates, then deletes, so that a rule is removed only once what
-    replaces it is in place. (A clause moving between two existing rules is absent between two updates.)"""
+    """Make the zone's rules what the database says; returns the plan it carried out."""
     if dry_run:
         return firewall_plan(zone_id=zone_id)[0]
     owner = _acquire_lease(zone_id)
     try:
         client = get_cloudflare_client()
-        plan, entrypoint = firewall_plan(zone_id=zone_id, client=client)
-        ruleset = _apply(client, plan, entrypoint, keep_lease=lambda: _renew_lease(zone_id, owner))
+        inputs_read_at = timezone.now()
+        plan, ruleset = _plan_and_apply(client, zone_id, keep_lease=lambda: _renew_lease(zone_id, owner))
         FirewallState.objects.filter(zone_id=zone_id).update(
             last_synced_at=timezone.now(),
+            synced_inputs_at=inputs_read_at,
             last_plan=plan.as_dict(),
+            left_out=plan.left_out.as_dict(),
             last_error="",
             ruleset_id=ruleset.id if ruleset else "",
             ruleset_version=ruleset.version if ruleset else "",
         )
+        if plan.left_out:
+            logger.warning(
+                "Firewall sync of zone %s left out %d allow range(s) and the allowlists of user(s) %s: %s",
+                zone_id,
+                plan.left_out.allow_ranges,
+                ", ".join(str(user) for user in plan.left_out.user_ids) or "none",
+                plan.left_out.reason,
+            )
         return plan
     except Exception as exc:
         FirewallState.objects.filter(zone_id=zone_id).update(last_error=str(exc)[:2000])
@@ -177,31 +256,105 @@ def firewall_sync(*, zone_id: str, dry_run: bool = False) -> Plan:
         FirewallState.objects.filter(zone_id=zone_id, lease_owner=owner).update(lease_owner="", lease_until=None)
 
 
+def _plan_and_apply(
+    client: CloudflareClient, zone_id: str, *, keep_lease: Callable[[], None]
+) -> tuple[Plan, Ruleset | None]:
+    reserved = 0
+    while True:
+        plan, entrypoint = firewall_plan(zone_id=zone_id, client=client, reserved=reserved)
+        try:
+            return _apply(client, plan, entrypoint, keep_lease=keep_lease)
+        except cf_errors.RuleLimitError:
+            # Rules the entrypoint does not show (zone custom rulesets) count against the limit too.
+            if reserved >= LIMIT_RETRIES:
+                raise
+            reserved += 1
+            logger.info("Cloudflare refused a rule for the zone's limit; planning with %d rule(s) fewer", reserved)
+
+
 def _apply(
     client: CloudflareClient, plan: Plan, entrypoint: Ruleset | None, *, keep_lease: Callable[[], None]
-) -> Ruleset | None:
-    """Each write first renews the lease, so a sync that lost it (it ran too long) stops instead of racing."""
+) -> tuple[Plan, Ruleset | None]:
+    """Carry out the plan (or, if the entrypoint changed under it, a new plan); returns what was done.
+
+    Each write first renews the lease, so a sync that lost it (it ran too long) stops instead of racing.
+    """
     if plan.is_empty:
-        return entrypoint
-    specs = {rule.ref: _spec(rule) for rule in plan.add}
+        return plan, entrypoint
     if entrypoint is None:
+        return plan, _create(client, plan, keep_lease)
+    limit = settings.CLOUDFLARE_CUSTOM_RULES_LIMIT
+    if plan.single_writes <= SINGLE_WRITES_AT_MOST and len(entrypoint.rules) + len(plan.add) <= limit:
+        return plan, _write_rules(client, plan, entrypoint, keep_lease=keep_lease)
+    keep_lease()
+    fresh = client.get_entrypoint(plan.zone_id)
+    if fresh is not None and fresh.version == entrypoint.version:
+        plan.mode = "replace"
         keep_lease()
-        return client.create_entrypoint(plan.zone_id, rules=list(specs.values()))
-    ruleset: Ruleset = entrypoint
-    for rule in plan.add:
+        return plan, client.replace_entrypoint(plan.zone_id, rules=_replacement(plan, fresh))
+    # Someone else wrote in between: no blind replacement over their change, single-rule writes instead.
+    plan = plan_for(fresh, zone_id=plan.zone_id)
+    if fresh is None:
+        return plan, _create(client, plan, keep_lease)
+    over_limit = len(fresh.rules) + len(plan.add) > limit
+    return plan, _write_rules(client, plan, fresh, keep_lease=keep_lease, deletes_first=over_limit)
+
+
+def _create(client: CloudflareClient, plan: Plan, keep_lease: Callable[[], None]) -> Ruleset:
+    plan.mode = "create"
+    keep_lease()
+    return client.create_entrypoint(plan.zone_id, rules=[_spec(rule) for rule in plan.desired])
+
+
+def _write_rules(
+    client: CloudflareClient,
+    plan: Plan,
+    entrypoint: Ruleset,
+    *,
+    keep_lease: Callable[[], None],
+    deletes_first: bool = False,
+) -> Ruleset:
+    """Single-rule writes: new rules go to the top, and rules below another team's are moved up."""
+    plan.mode = "rules"
+    ruleset = entrypoint
+    zone_id, ruleset_id = plan.zone_id, entrypoint.id
+
+    def delete_all() -> None:
+        nonlocal ruleset
+        for rule in plan.delete:
+            keep_lease()
+            ruleset = client.delete_rule(zone_id, ruleset_id, rule.id)
+
+    if deletes_first:
+        delete_all()
+    for desired in plan.add:
         keep_lease()
-        ruleset = client.add_rule(plan.zone_id, entrypoint.id, specs[rule.ref])
+        ruleset = client.add_rule(zone_id, ruleset_id, _spec(desired), position=TOP)
+    misplaced = {rule.id for rule in plan.misplaced}
     for current, desired in plan.update:
         keep_lease()
-        ruleset = client.update_rule(plan.zone_id, entrypoint.id, current.id, _spec(desired))
-    for rule in plan.delete:
+        position = TOP if current.id in misplaced else None
+        ruleset = client.update_rule(zone_id, ruleset_id, current.id, _spec(desired), position=position)
+    for rule in plan.moves:
         keep_lease()
-        ruleset = client.delete_rule(plan.zone_id, entrypoint.id, rule.id)
+        ruleset = client.move_rule(zone_id, ruleset_id, rule, TOP)
+    if not deletes_first:
+        delete_all()
     return ruleset
 
 
-def _spec(rule: DesiredRule) -> RuleSpec:
-    return RuleSpec(ref=rule.ref, expression=rule.expression, action=rule.action, description=rule.description)
+def _replacement(plan: Plan, entrypoint: Ruleset) -> list[RuleSpec | Rule]:
+    """The whole entrypoint: the portal's rules first (keeping the ids of those that stay), then every other
+    rule exactly as it is, in its order."""
+    ids = {rule.ref: rule.id for rule in entrypoint.rules if _is_ours(rule)}
+    ours: list[RuleSpec | Rule] = [_spec(rule, rule_id=ids.get(rule.ref, "")) for rule in plan.desired]
+    return ours + [rule for rule in entrypoint.rules if not _is_ours(rule)]
+
+
+def _spec(rule: DesiredRule, *, rule_id: str = "") -> RuleSpec:
+    return RuleSpec(
+        ref=rule.ref, expression=rule.expression, action=rule.action, description=rule.description, id=rule_id
+    )
 
 
 def _acquire_lease(zone_id: str) -> str:

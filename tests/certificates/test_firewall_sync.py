@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from io import StringIO
 
@@ -43,6 +44,13 @@ def reads(emulator) -> list[str]:
 def portal_rules():
     entrypoint = get_cloudflare_client().get_entrypoint(ZONE)
     return {rule.ref: rule for rule in entrypoint.rules if rule.ref.startswith("mtls_portal_")}
+
+
+def admitted() -> set[str]:
+    """The fingerprints the zone's allow rules admit: on the API hostnames no other certificate passes."""
+    allow_rules = [rule for ref, rule in portal_rules().items() if "_allow_" in ref]
+    assert allow_rules
+    return {fp for rule in allow_rules for fp in re.findall(r"[0-9a-f]{64}", rule.expression)}
 
 
 def test_a_first_sync_creates_the_entrypoint_in_one_write(emulator, alice):
@@ -93,28 +101,28 @@ def test_one_users_allowlist_change_is_one_read_and_one_write(emulator, alice, b
     assert writes(emulator)[0][0] == "PATCH"
 
 
-def test_a_revoked_certificate_goes_into_the_deny_rule(emulator, alice):
+def test_a_revoked_certificate_leaves_the_allow_list(emulator, alice):
     certificate = issue(alice)
+    kept = issue(alice, name="desktop")
     firewall_sync(zone_id=ZONE)
+    assert admitted() == {certificate.fingerprint_sha256, kept.fingerprint_sha256}
     services.certificate_revoke(certificate=certificate, origin=services.Origin(actor=alice))
 
     firewall_sync(zone_id=ZONE)
 
-    deny = [rule for ref, rule in portal_rules().items() if "deny" in ref]
-    assert len(deny) == 1
-    assert certificate.fingerprint_sha256 in deny[0].expression
+    assert admitted() == {kept.fingerprint_sha256}
 
 
-def test_a_deactivated_users_certificates_are_denied(emulator, alice):
+def test_a_deactivated_users_certificates_are_not_admitted(emulator, alice, bob):
     certificate = issue(alice)
+    other = issue(bob)
     alice.is_active = False
     alice.save()
 
     firewall_sync(zone_id=ZONE)
 
-    assert any(
-        certificate.fingerprint_sha256 in rule.expression for ref, rule in portal_rules().items() if "deny" in ref
-    )
+    assert admitted() == {other.fingerprint_sha256}
+    assert certificate.fingerprint_sha256 not in str(portal_rules())
 
 
 def test_rules_without_the_prefix_are_never_touched(emulator, alice):
@@ -147,7 +155,7 @@ def test_dry_run_shows_the_plan_and_changes_nothing(emulator, alice):
     assert get_cloudflare_client().get_entrypoint(ZONE) is None
 
 
-def test_exceeding_the_rule_budget_is_a_clear_error_and_no_partial_push(emulator, alice, settings):
+def test_a_zone_with_no_room_even_for_the_base_rule_is_a_clear_error_and_nothing_changes(emulator, alice, settings):
     client = get_cloudflare_client()
     client.create_entrypoint(ZONE, rules=[FOREIGN])
     settings.CLOUDFLARE_CUSTOM_RULES_LIMIT = 1
@@ -159,6 +167,26 @@ def test_exceeding_the_rule_budget_is_a_clear_error_and_no_partial_push(emulator
 
     assert writes(emulator) == []
     assert FirewallState.objects.get(zone_id=ZONE).last_error
+
+
+def test_a_zone_without_room_for_everything_gets_the_safest_rules_and_says_what_it_left_out(
+    emulator, alice, bob, settings
+):
+    settings.CLOUDFLARE_CUSTOM_RULES_LIMIT = 3
+    get_cloudflare_client().create_entrypoint(ZONE, rules=[FOREIGN])
+    mine = issue(alice)
+    issue(bob)
+    AllowlistEntry.objects.create(owner=alice, network="93.184.216.0/24")
+
+    plan = firewall_sync(zone_id=ZONE)
+
+    assert sorted(portal_rules()) == ["mtls_portal_allow_0", "mtls_portal_base"]
+    assert mine.fingerprint_sha256 in admitted()
+    state = FirewallState.objects.get(zone_id=ZONE)
+    assert state.left_out["user_ids"] == [alice.pk]
+    assert "leaves room for 2 of the 3 rules" in state.left_out["reason"]
+    assert plan.left_out.user_ids == (alice.pk,)
+    assert state.last_error == ""
 
 
 def test_sync_converges_through_429_and_5xx(emulator, alice, bob):
@@ -291,7 +319,8 @@ def test_one_users_unusable_allowlist_does_not_stop_the_zones_rules(emulator, al
     firewall_sync(zone_id=ZONE)
 
     rules = portal_rules()
-    assert any(revoked.fingerprint_sha256 in rule.expression for ref, rule in rules.items() if "deny" in ref)
+    assert revoked.fingerprint_sha256 not in admitted()
+    assert mine.fingerprint_sha256 in admitted()
     # Fails closed for that user: their certificate is blocked from every address.
     binding = next(rule for ref, rule in rules.items() if "bind" in ref)
     assert mine.fingerprint_sha256 in binding.expression

@@ -8,7 +8,8 @@ the compiler check the expressions themselves. Supported:
 * ``<field> in {<members>}`` with quoted strings (``\\"`` and ``\\\\`` escapes) or IP literals
   (single addresses and CIDRs, IPv4 and IPv6);
 * bare boolean fields (``cf.tls_client_auth.cert_verified``);
-* ``lower(<string field>) in {...}``.
+* ``lower(<string field>) in {...}``;
+* ``<string field> lt|le|gt|ge|eq "<string>"`` (byte-wise order).
 
 Anything else raises ``EvaluatorError``, so an unexpected construct fails the test instead of being
 misread.
@@ -31,6 +32,11 @@ BOOL_FIELDS = {"cf.tls_client_auth.cert_verified", "cf.tls_client_auth.cert_revo
 
 class EvaluatorError(ValueError):
     pass
+
+
+# String ordering is byte-wise, like Python's for the ASCII the portal writes.
+_COMPARE = {"lt": str.__lt__, "le": str.__le__, "gt": str.__gt__, "ge": str.__ge__, "eq": str.__eq__}
+_ORDERINGS = {("word", operator) for operator in _COMPARE}
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,12 @@ class _Parser:
                 raise EvaluatorError(f"lower() needs a string field, got {value!r}")
         if value not in STRING_FIELDS | IP_FIELDS:
             raise EvaluatorError(f"unknown field {value!r}")
+        if value in STRING_FIELDS and self.peek() in _ORDERINGS:
+            operator = self.take()[1]
+            literal_kind, literal = self.take()
+            if literal_kind != "string":
+                raise EvaluatorError(f"{operator} needs a string, got {literal!r}")
+            return ("order", value, operator, _unquote(literal), lowered)
         self.expect("in")
         self.expect("{")
         members: list[Any] = []
@@ -179,6 +191,10 @@ def evaluate(node: Any, fields: Mapping[str, Any]) -> bool:
         return not evaluate(node[1], fields)
     if kind == "bool":
         return bool(fields[node[1]])
+    if kind == "order":
+        _, field, operator, literal, lowered = node
+        value = fields[field].lower() if lowered else fields[field]
+        return bool(_COMPARE[operator](value, literal))
     _, field, members, lowered = node
     value = fields[field].lower() if lowered else fields[field]
     if field in IP_FIELDS:

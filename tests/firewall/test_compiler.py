@@ -50,10 +50,9 @@ class World:
     orphan_denied: list[str] = field(default_factory=list)  # e.g. a deactivated user's certificates
 
     def inputs(self) -> FirewallInputs:
-        denied = [fp for user in self.users for fp in user.denied] + self.orphan_denied
         return FirewallInputs(
             hostnames=tuple(self.hostnames),
-            denied_fingerprints=tuple(denied),
+            allowed_fingerprints=tuple(fp for user in self.users for fp in user.usable),
             bindings=tuple(
                 UserBinding(user.user_id, tuple(user.usable), tuple(str(network) for network in user.networks))
                 for user in self.users
@@ -66,12 +65,10 @@ class World:
             return False
         if not request.verified or request.revoked:
             return True
-        if any(request.fingerprint in user.denied for user in self.users) or request.fingerprint in self.orphan_denied:
-            return True
         for user in self.users:
-            if request.fingerprint in user.usable and user.networks:
-                return not any(contains(network, request.ip) for network in user.networks)
-        return False
+            if request.fingerprint in user.usable:
+                return bool(user.networks) and not any(contains(network, request.ip) for network in user.networks)
+        return True  # only the portal's usable certificates pass: denied, unknown and foreign ones do not
 
 
 def contains(network: IPNetwork, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -90,9 +87,10 @@ def blocked(rules: list[DesiredRule], request: Request) -> bool:
 
 def compile_world(world: World, previous: list[DesiredRule] | None = None, max_rules: int = 1000) -> list[DesiredRule]:
     placement = placement_of((rule.ref, rule.expression, rule.description) for rule in previous or [])
-    rules = compile_rules(world.inputs(), prefix=PREFIX, max_rules=max_rules, previous=placement)
-    check_rules(rules)
-    return rules
+    compiled = compile_rules(world.inputs(), prefix=PREFIX, max_rules=max_rules, previous=placement)
+    assert not compiled.left_out
+    check_rules(compiled.rules)
+    return compiled.rules
 
 
 def check_rules(rules: list[DesiredRule]) -> None:
@@ -190,6 +188,7 @@ def test_it_gives_each_case_its_decision(world: World) -> None:
         assert blocked(rules, Request(host=host, ip=ip, verified=False))  # unknown certificate
         assert blocked(rules, Request(host=host, ip=ip, verified=False, fingerprint="a" * 64))
         assert blocked(rules, Request(host=host, ip=ip, revoked=True, fingerprint="b" * 64))  # verified, revoked
+        assert blocked(rules, Request(host=host, ip=ip, fingerprint="c" * 64))  # verified, not the portal's
     for user in world.users:
         for fp in user.denied:
             for ip in [*anywhere, *(network.network_address for network in user.networks)]:
@@ -219,8 +218,8 @@ def test_it_allows_a_user_with_an_empty_allowlist_from_anywhere() -> None:
     fps = [rng.randbytes(32).hex() for _ in range(2)]
     world = World(["api.example.com"], [User(1, [fps[0]], [], []), User(2, [fps[1]], [], [])])
     inputs = replace(world.inputs(), bindings=(UserBinding(2, (fps[1],), ()),))  # an empty binding is ignored
-    rules = compile_rules(inputs, prefix=PREFIX, max_rules=5)
-    assert [rule.ref for rule in rules] == [PREFIX + "base"]
+    rules = compile_rules(inputs, prefix=PREFIX, max_rules=5).rules
+    assert [rule.ref for rule in rules] == [PREFIX + "base", PREFIX + "allow_0"]
     for fp in fps:
         for ip in ("198.51.100.1", "2001:db8::1"):
             assert not blocked(rules, Request("api.example.com", ipaddress.ip_address(ip), fingerprint=fp))
@@ -236,9 +235,9 @@ def test_it_splits_a_user_with_300_fingerprints_over_several_rules() -> None:
     world = World(["api.example.com"], [big, small], orphan_denied=[rng.randbytes(32).hex() for _ in range(150)])
     rules = compile_world(world)
     bind_rules = [rule for rule in rules if "_bind_" in rule.ref]
-    deny_rules = [rule for rule in rules if "_deny_" in rule.ref]
+    allow_rules = [rule for rule in rules if "_allow_" in rule.ref]
     assert len(bind_rules) >= 5
-    assert len(deny_rules) == 3
+    assert len(allow_rules) == 6  # 301 certificates, at most 58 a rule
     assert all(len(rule.expression) <= MAX_EXPRESSION_LENGTH for rule in rules)
     inside, outside = ipaddress.ip_address("192.0.2.77"), ipaddress.ip_address("198.51.100.1")
     for fp in big.usable:
@@ -284,27 +283,59 @@ def test_it_blocks_everywhere_a_user_whose_allowlist_cannot_fit_in_a_rule() -> N
 
 def test_it_renders_fingerprint_sets_exactly_like_the_builder() -> None:
     rng = random.Random(4)
-    fps = sorted({rng.randbytes(32).hex() for _ in range(59)})
+    fps = sorted({rng.randbytes(32).hex() for _ in range(40)})
     rules = compile_rules(
         FirewallInputs(("api.example.com",), tuple(fps), ()), prefix=PREFIX, max_rules=5, previous=None
-    )
+    ).rules
     expected = CERT_FINGERPRINT_SHA256.in_(StringSet(fps)).render()
-    assert rules[1].expression == f'(lower(http.host) in {{"api.example.com"}} and {expected})'
+    assert rules[1].expression == f'(lower(http.host) in {{"api.example.com"}} and not {expected})'
 
 
 # --- Budget, empty inputs, bad inputs, determinism -------------------------------------------------------
 
 
-def test_it_raises_rule_budget_exceeded_with_needed_and_allowed() -> None:
+def test_it_keeps_base_then_allow_ranges_then_bindings_when_the_zone_has_too_little_room() -> None:
     rng = random.Random(5)
-    denied = tuple(rng.randbytes(32).hex() for _ in range(200))  # 4 deny rules
-    inputs = FirewallInputs(("api.example.com",), denied, ())
-    assert len(compile_rules(inputs, prefix=PREFIX, max_rules=5)) == 5
-    with pytest.raises(RuleBudgetExceeded, match=r"needs 5 firewall rules but may use 4") as raised:
-        compile_rules(inputs, prefix=PREFIX, max_rules=4)
-    assert raised.value.needed == 5
-    assert raised.value.allowed == 4
-    assert "4 deny rule(s) for 200 revoked or suspended certificate(s)" in str(raised.value)
+    users = [
+        User(i, [rng.randbytes(32).hex() for _ in range(50)], [], [ipaddress.ip_network("192.0.2.0/24")])
+        for i in (1, 2, 3, 4)
+    ]
+    world = World(["api.example.com"], users)  # 200 certificates: 4 allow rules, and binding rules
+    full = compile_rules(world.inputs(), prefix=PREFIX, max_rules=1000)
+    assert not full.left_out
+    needed = len(full.rules)
+
+    some = compile_rules(world.inputs(), prefix=PREFIX, max_rules=6)
+    assert [rule.ref.split("_")[2] for rule in some.rules] == ["base", "allow", "allow", "allow", "allow", "bind"]
+    assert some.left_out.allow_ranges == 0
+    assert some.left_out.user_ids
+    assert set(some.left_out.user_ids) <= {1, 2, 3, 4}
+    assert (some.left_out.needed, some.left_out.allowed) == (needed, 6)
+    assert "leaves room for 6 of the" in some.left_out.reason
+
+    few = compile_rules(world.inputs(), prefix=PREFIX, max_rules=3)
+    assert [rule.ref.split("_")[2] for rule in few.rules] == ["base", "allow", "allow"]
+    assert few.left_out.allow_ranges == 2
+    assert set(few.left_out.user_ids) == {1, 2, 3, 4}
+    # What is pushed still blocks what it covers: unknown certificates in the covered ranges.
+    covered = [
+        fp
+        for user in users
+        for fp in user.usable
+        if blocked(
+            few.rules[1:2],
+            Request(
+                "api.example.com",
+                ipaddress.ip_address("192.0.2.1"),
+                fingerprint=fp[:-1] + ("0" if fp[-1] != "0" else "1"),
+            ),
+        )
+    ]
+    assert covered
+
+    with pytest.raises(RuleBudgetExceeded, match="no room for the portal's base rule") as raised:
+        compile_rules(world.inputs(), prefix=PREFIX, max_rules=0)
+    assert (raised.value.needed, raised.value.allowed) == (1, 0)
 
 
 def test_it_returns_no_rules_without_protected_hostnames() -> None:
@@ -313,8 +344,8 @@ def test_it_returns_no_rules_without_protected_hostnames() -> None:
     rng = random.Random(6)
     binding = UserBinding(1, (rng.randbytes(32).hex(),), ("192.0.2.1",))
     inputs = FirewallInputs((), (rng.randbytes(32).hex(),), (binding,))
-    assert compile_rules(inputs, prefix=PREFIX, max_rules=0) == []
-    assert compile_rules(replace(inputs, hostnames=(" ",)), prefix=PREFIX, max_rules=0) == []
+    assert compile_rules(inputs, prefix=PREFIX, max_rules=0).rules == []
+    assert compile_rules(replace(inputs, hostnames=(" ",)), prefix=PREFIX, max_rules=0).rules == []
 
 
 def test_it_refuses_inputs_no_rule_can_express() -> None:
@@ -341,7 +372,8 @@ def test_it_fails_closed_for_one_user_whose_allowlist_no_rule_can_express(networ
     is blocked from every address, and everyone else's rules are as usual."""
     theirs, other, denied = "c" * 64, "d" * 64, "e" * 64
     bindings = (UserBinding(1, (theirs,), (network,)), UserBinding(2, (other,), ("198.51.100.0/24",)))
-    rules = compile_rules(FirewallInputs(("api.example.com",), (denied,), bindings), prefix=PREFIX, max_rules=5)
+    inputs = FirewallInputs(("api.example.com",), (theirs, other), bindings)
+    rules = compile_rules(inputs, prefix=PREFIX, max_rules=5).rules
     for ip in ("192.0.2.1", "198.51.100.7", "2001:db8::1"):
         address = ipaddress.ip_address(ip)
         assert blocked(rules, Request("api.example.com", address, fingerprint=theirs))
@@ -352,8 +384,10 @@ def test_it_fails_closed_for_one_user_whose_allowlist_no_rule_can_express(networ
 def test_it_normalises_fingerprints_and_hostnames() -> None:
     fp = "ab" * 32
     inputs = FirewallInputs((" API.Example.com ",), (":".join(fp[i : i + 2] for i in range(0, 64, 2)).upper(),), ())
-    rules = compile_rules(inputs, prefix=PREFIX, max_rules=5)
-    assert blocked(rules, Request("api.example.com", ipaddress.ip_address("192.0.2.1"), fingerprint=fp))
+    rules = compile_rules(inputs, prefix=PREFIX, max_rules=5).rules
+    request = Request("api.example.com", ipaddress.ip_address("192.0.2.1"), fingerprint=fp)
+    assert not blocked(rules, request)
+    assert blocked(rules, replace(request, fingerprint="cd" * 32))
 
 
 @settings(max_examples=40, deadline=None)
@@ -371,10 +405,12 @@ def test_it_is_deterministic(world: World, seed: int) -> None:
 # --- Stability -------------------------------------------------------------------------------------------
 
 
-def changed_refs(before: list[DesiredRule], after: list[DesiredRule]) -> set[str]:
+def changed_refs(before: list[DesiredRule], after: list[DesiredRule], kind: str = "") -> set[str]:
+    """Refs added, removed or rewritten; with `kind` ("bind", "allow"), only rules of that kind."""
     old = {rule.ref: rule for rule in before}
     new = {rule.ref: rule for rule in after}
-    return {ref for ref in old.keys() | new.keys() if old.get(ref) != new.get(ref)}
+    changed = {ref for ref in old.keys() | new.keys() if old.get(ref) != new.get(ref)}
+    return {ref for ref in changed if f"_{kind}_" in ref} if kind else changed
 
 
 def refs_of_user(rules: list[DesiredRule], user_id: int) -> set[str]:
@@ -398,7 +434,7 @@ def populations(draw: st.DrawFn) -> World:
 
 
 def assert_one_user_change(before: list[DesiredRule], after: list[DesiredRule], user_id: int) -> None:
-    changed = changed_refs(before, after)
+    changed = changed_refs(before, after, "bind")
     assert len(changed) <= 2, changed
     old_refs, new_refs = refs_of_user(before, user_id), refs_of_user(after, user_id)
     if old_refs and old_refs == new_refs:
@@ -432,6 +468,8 @@ def test_it_rewrites_one_rule_when_one_users_certificates_change(world: World, p
     user.usable = [*user.usable, fp] if add or len(user.usable) < 2 else user.usable[1:]
     after = compile_world(world, previous=before)
     assert_one_user_change(before, after, user.user_id)
+    # The certificate's allow range changes (two rules when the range fills up and splits).
+    assert 1 <= len(changed_refs(before, after, "allow")) <= 2
 
 
 @settings(max_examples=60, deadline=None)
@@ -440,7 +478,7 @@ def test_it_changes_at_most_one_rule_when_a_user_is_added(world: World, user_id:
     before = compile_world(world)
     world.users.append(User(user_id, fps, [], [ipaddress.ip_network("192.0.2.0/24")]))
     after = compile_world(world, previous=before)
-    assert len(changed_refs(before, after)) <= 1
+    assert len(changed_refs(before, after, "bind")) <= 1
 
 
 @settings(max_examples=60, deadline=None)
@@ -449,18 +487,22 @@ def test_it_changes_at_most_one_rule_when_a_user_is_removed(world: World, pick: 
     before = compile_world(world)
     world.users.pop(pick % len(world.users))
     after = compile_world(world, previous=before)
-    assert len(changed_refs(before, after)) <= 1
+    assert len(changed_refs(before, after, "bind")) <= 1
 
 
 @settings(max_examples=40, deadline=None)
-@given(world=populations(), fp=fingerprints)
-def test_it_changes_one_deny_rule_when_a_certificate_is_revoked_elsewhere(world: World, fp: str) -> None:
+@given(world=populations(), pick=st.integers(0, 10**6))
+def test_it_changes_one_allow_rule_when_a_certificate_without_allowlist_is_revoked(world: World, pick: int) -> None:
+    unbound = [user for user in world.users if not user.networks]
+    if not unbound:
+        return
+    user = unbound[pick % len(unbound)]
     before = compile_world(world)
-    world.orphan_denied.append(fp)
+    user.denied.append(user.usable.pop())
     after = compile_world(world, previous=before)
     changed = changed_refs(before, after)
     assert len(changed) == 1
-    assert "_deny_" in changed.pop()
+    assert "_allow_" in changed.pop()
 
 
 def test_it_rewrites_exactly_one_rule_in_the_common_case() -> None:
@@ -485,13 +527,15 @@ def test_it_reads_back_the_placement_and_survives_rules_edited_by_hand() -> None
     world = World(["api.example.com"], users, [rng.randbytes(32).hex() for _ in range(100)])
     before = compile_world(world)
     placement = placement_of((rule.ref, rule.expression, rule.description) for rule in before)
-    assert set(placement.deny) == {1, 2}
-    assert set().union(*placement.deny.values()) == set(world.orphan_denied)
+    assert placement.allow == tuple(
+        rule.ref.removeprefix(PREFIX + "allow_") for rule in before if "_allow_" in rule.ref
+    )
+    assert placement.allow[0] == "0"
     assert set().union(*(rule.user_ids or set() for rule in placement.bind.values())) == set(range(1, 30))
 
     edited = [
         (rule.ref, "this is ((not an expression", rule.description)
-        if rule.ref.endswith("deny_1")
+        if rule.ref.endswith("allow_0")
         else (rule.ref, rule.expression, "edited by hand")
         if rule.ref.endswith("bind_2")
         else (rule.ref, rule.expression, rule.description)
@@ -500,15 +544,15 @@ def test_it_reads_back_the_placement_and_survives_rules_edited_by_hand() -> None
     edited.append((PREFIX + "bind_999999999", "ip.src in {192.0.2.1}", "someone's"))
     edited.append((PREFIX + "something_else", "true", ""))
     placement = placement_of(edited)
-    assert placement.deny[1] == frozenset()
+    assert placement.allow[0] == "0"  # known by its ref, whatever its expression says
     assert placement.bind[2].user_ids is None
     assert placement.bind[999999999].user_ids == frozenset()  # no certificates in it: holds no one
-    after = compile_rules(world.inputs(), prefix=PREFIX, max_rules=1000, previous=placement)
+    after = compile_rules(world.inputs(), prefix=PREFIX, max_rules=1000, previous=placement).rules
     check_rules(after)
     # The binding rule with the edited description is recognised by its certificates and rebuilt in place;
-    # the unreadable deny rule's certificates are packed again (both deny rules may change).
+    # the allow rules keep their ranges, so the edited one is simply written again.
     assert [rule for rule in after if "_bind_" in rule.ref] == [rule for rule in before if "_bind_" in rule.ref]
-    assert [rule.ref for rule in after] == [rule.ref for rule in before]
+    assert after == before
     request = Request("api.example.com", ipaddress.ip_address("192.0.2.1"))
     for fp in world.orphan_denied:
         assert blocked(after, replace(request, fingerprint=fp))
