@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
@@ -25,6 +25,7 @@ from ninja.security import HttpBearer, SessionAuth
 from pydantic import Field
 
 from certificates import admission, services
+from certificates.firewall.status import allowlist_status
 from certificates.models import Certificate
 from certificates.policy import KEY_TYPES, get_policy
 from certificates.views_helpers import origin_of
@@ -261,17 +262,28 @@ class AllowlistIn(Schema):
 class AllowlistOut(Schema):
     networks: list[str]
     warnings: list[str] = []
+    status: Literal["applied", "waiting", "not_applied"] = Field(
+        description="whether the firewall enforces these networks (or any address, when empty) at Cloudflare now"
+    )
+    applied_at: datetime | None = Field(description="when the sync that put them in force ran (status applied)")
+    reason: str = Field(description="why they are waiting or not applied; empty when applied")
 
 
 @api.get("/allowlist", response=AllowlistOut, summary="The networks your certificates may be used from")
 def get_allowlist(request: HttpRequest) -> dict[str, Any]:
-    return {"networks": services.allowlist_get(user=request.auth), "warnings": []}
+    networks = services.allowlist_get(user=request.auth)
+    return {"networks": networks, "warnings": [], **_allowlist_status(request)}
 
 
 @api.put("/allowlist", response={200: AllowlistOut, 400: Message}, summary="Replace your allowlist")
 def put_allowlist(request: HttpRequest, payload: AllowlistIn) -> dict[str, Any]:
     checked = services.allowlist_set(user=request.auth, networks=payload.networks, origin=origin_of(request))
-    return {"networks": list(checked.networks), "warnings": list(checked.warnings)}
+    return {"networks": list(checked.networks), "warnings": list(checked.warnings), **_allowlist_status(request)}
+
+
+def _allowlist_status(request: HttpRequest) -> dict[str, Any]:
+    status = allowlist_status(user=request.auth, zone_id=get_zone_id())
+    return {"status": status.status, "applied_at": status.applied_at, "reason": status.reason}
 
 
 @api.exception_handler(services.ServiceError)

@@ -14,6 +14,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from certificates import admission, services
+from certificates.firewall.status import allowlist_status, sync_trouble
 from certificates.models import AccessRequest, ApiToken, Certificate, FirewallState
 from certificates.policy import get_policy
 from certificates.views_helpers import origin_of
@@ -144,7 +145,8 @@ def allowlist(request: HttpRequest) -> HttpResponse:
                 messages.warning(request, warning)
             messages.success(request, "Allowlist saved. The firewall rules follow within a minute.")
             return redirect("certificates:allowlist")
-    return render(request, "certificates/allowlist.html", {"networks_text": text})
+    status = allowlist_status(user=request.user, zone_id=get_zone_id())
+    return render(request, "certificates/allowlist.html", {"networks_text": text, "status": status})
 
 
 # A new token's secret waits here for the one page view that shows it (post/redirect/get).
@@ -215,13 +217,12 @@ def firewall_status(request: HttpRequest) -> HttpResponse:
     """Staff: the plan a sync would apply now (one read of the entrypoint) and what the last sync pushed."""
     from certificates.firewall.sync import FirewallSyncError, firewall_plan
 
-    zone_id = settings.CLOUDFLARE_ZONE_ID
+    zone_id = get_zone_id()
     state = FirewallState.objects.filter(zone_id=zone_id).first()
     plan, error = None, None
     try:
         plan = firewall_plan(zone_id=zone_id)[0]
     except (FirewallSyncError, CloudflareError) as exc:
         error = str(exc)
-    return render(
-        request, "certificates/firewall_status.html", {"zone_id": zone_id, "state": state, "plan": plan, "error": error}
-    )
+    context = {"zone_id": zone_id, "state": state, "plan": plan, "error": error}
+    return render(request, "certificates/firewall_status.html", {**context, "trouble": sync_trouble(zone_id=zone_id)})

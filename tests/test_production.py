@@ -134,6 +134,22 @@ def test_a_token_and_the_emulator_together_are_refused(tmp_path):
 
 
 @pytest.mark.slow
+def test_production_refuses_a_token_without_redis_for_the_shared_call_budget(tmp_path):
+    message = refusal(start_up(tmp_path, REDIS_URL=None))
+
+    assert message.startswith("REDIS_URL is required when CLOUDFLARE_API_TOKEN is set")
+    assert PRODUCTION["CLOUDFLARE_API_TOKEN"] not in message
+
+
+@pytest.mark.slow
+def test_production_runs_the_emulator_demo_without_redis(tmp_path):
+    # Only a real token shares Cloudflare's limit with other processes; the demo keeps working without Redis.
+    result = start_up(tmp_path, REDIS_URL=None, CLOUDFLARE_API_TOKEN=None, CLOUDFLARE_EMULATOR="true")
+
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
 def test_production_refuses_to_start_without_an_email_host(tmp_path):
     message = refusal(start_up(tmp_path, EMAIL_HOST=None))
 

@@ -159,8 +159,8 @@ def fair_use_settings(tmp_path, **overrides: str) -> subprocess.CompletedProcess
 def test_the_fair_use_defaults(tmp_path):
     result = fair_use_settings(tmp_path)
     assert result.returncode == 0, result.stderr
-    # A quarter of the 1,200 calls reserved; 10 certificates an hour; revocations: 10 + 5 held, an hour.
-    assert result.stdout.split() == ["300", "10", "3600", "15", "3600"]
+    # A quarter of the 1,000 calls reserved; 10 certificates an hour; revocations: 10 + 5 held, an hour.
+    assert result.stdout.split() == ["250", "10", "3600", "15", "3600"]
 
 
 def test_the_revocation_default_follows_the_issuance_limit_and_the_maximum_held(tmp_path):

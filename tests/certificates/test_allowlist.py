@@ -66,7 +66,13 @@ def test_the_api_replaces_the_list_and_returns_warnings(alice, django_capture_on
     assert response.json()["networks"] == ["10.1.0.0/16", "93.184.216.0/24"]
     assert len(response.json()["warnings"]) == 1
     assert len(callbacks) == 1, "a firewall sync is queued after the commit"
-    assert api_put(alice, {"networks": []}).json() == {"networks": [], "warnings": []}
+    assert api_put(alice, {"networks": []}).json() == {
+        "networks": [],
+        "warnings": [],
+        "status": "waiting",
+        "applied_at": None,
+        "reason": "no firewall sync has run yet",
+    }
     assert not AllowlistEntry.objects.exists()
     assert AuditEvent.objects.filter(action=AuditEvent.Action.ALLOWLIST_CHANGED).count() == 2
 

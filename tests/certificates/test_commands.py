@@ -73,24 +73,29 @@ def run_command(name: str, *args: str) -> str:
     return out.getvalue()
 
 
-def test_check_cloudflare_reports_and_fixes_the_hostname_associations(emulator, settings):
-    settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
+def test_check_cloudflare_reports_and_fixes_the_hostname_associations(emulator, settings, db):
+    from portal.integrations import get_cloudflare_client
+    from tests.certificates.test_check_cloudflare import BASE
+
+    settings.PORTAL_API_HOSTNAMES = ["api.example.com", "api2.example.com"]
+    get_cloudflare_client().create_entrypoint("0" * 32, rules=[BASE])
 
     with pytest.raises(CommandError, match="1 check"):
         run_command("check_cloudflare")
     fixed = run_command("check_cloudflare", "--fix")
 
-    assert "✓ mTLS enabled on api.example.com" in fixed
+    assert "ok mTLS enabled on api.example.com, api2.example.com" in fixed
     assert "All checks passed." in run_command("check_cloudflare")
 
 
-def test_check_cloudflare_keeps_hostnames_others_associated(emulator, settings):
+def test_check_cloudflare_keeps_hostnames_others_associated(emulator, settings, db):
     from portal.integrations import get_cloudflare_client
 
     settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
     get_cloudflare_client().put_hostname_associations("0" * 32, ["admin.example.com"])
 
-    run_command("check_cloudflare", "--fix")
+    with pytest.raises(CommandError, match="1 check"):  # the zone has no custom rules yet
+        run_command("check_cloudflare", "--fix")
 
     assert get_cloudflare_client().get_hostname_associations("0" * 32).hostnames == (
         "admin.example.com",
@@ -98,7 +103,7 @@ def test_check_cloudflare_keeps_hostnames_others_associated(emulator, settings):
     )
 
 
-def test_check_cloudflare_reports_each_check_on_its_own(emulator, settings):
+def test_check_cloudflare_reports_each_check_on_its_own(emulator, settings, db):
     from portal.integrations import get_cloudflare_client
 
     settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
@@ -108,8 +113,8 @@ def test_check_cloudflare_reports_each_check_on_its_own(emulator, settings):
     output = StringIO()
     with pytest.raises(CommandError, match="1 check"):
         call_command("check_cloudflare", stdout=output)
-    assert "✓ client certificates (Zone: SSL and Certificates)" in output.getvalue()
-    assert "✗ custom rules (Zone: Zone WAF)" in output.getvalue()
+    assert "ok client certificates (Zone: SSL and Certificates Edit): readable" in output.getvalue()
+    assert "FAIL custom rules (Zone: Zone WAF Edit): " in output.getvalue()
 
 
 def test_poll_certificates_runs_one_pass(emulator, alice):
