@@ -59,6 +59,8 @@ SINGLE_WRITES_AT_MOST = 3
 # Planning again after Cloudflare refuses an add for the rule limit: at most this many times.
 LIMIT_RETRIES = 3
 TOP = before("")
+# See firewall_sync: how long before the database read a change must be to count as read by it.
+COMMIT_MARGIN = timedelta(seconds=2)
 
 
 class FirewallSyncError(Exception):
@@ -229,7 +231,9 @@ def firewall_sync(*, zone_id: str, dry_run: bool = False) -> Plan:
     owner = _acquire_lease(zone_id)
     try:
         client = get_cloudflare_client()
-        inputs_read_at = timezone.now()
+        # A change is recorded (audit event) a moment before its transaction commits; one made just before the
+        # read may not be visible to it yet. Its own sync, queued at commit, follows this one.
+        inputs_read_at = timezone.now() - COMMIT_MARGIN
         plan, ruleset = _plan_and_apply(client, zone_id, keep_lease=lambda: _renew_lease(zone_id, owner))
         FirewallState.objects.filter(zone_id=zone_id).update(
             last_synced_at=timezone.now(),
