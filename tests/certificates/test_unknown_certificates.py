@@ -14,6 +14,7 @@ from django.urls import reverse
 from certificates import lifecycle, services, tasks
 from certificates.models import AuditEvent, Certificate, UnknownCertificate
 from cloudflare.client import CloudflareClient
+from portal.env import Rate
 from portal.integrations import get_cloudflare_client
 from tests.support.accounts import signed_in
 from tests.support.pki import make_csr, make_key, policy_csr
@@ -279,6 +280,18 @@ def test_adoption_respects_the_owners_maximum(stranger, alice, settings):
 
     assert Certificate.objects.filter(owner=alice).count() == 1
     assert UnknownCertificate.objects.filter(pk=unknown.pk).exists()
+
+
+def test_an_adopted_certificate_does_not_count_against_the_owners_issuance_rate(stranger, alice, settings):
+    _issued, unknown, _key = stranger
+    settings.CERTIFICATE_ISSUE_RATE_LIMIT = Rate(count=1, period=3600)
+    services.unknown_certificate_adopt(unknown=unknown, owner=alice, origin=STAFF)
+
+    issued = services.certificate_issue(
+        user=alice, csr=policy_csr(alice), validity_days=365, name="laptop", origin=services.Origin(actor=alice)
+    )
+
+    assert issued.status == Certificate.Status.ACTIVE
 
 
 def test_adoption_ignores_the_admission_policy_staff_decide(stranger, alice, settings):
