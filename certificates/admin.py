@@ -1,5 +1,6 @@
-"""Django admin: certificates (revoke with a reason, reactivate while pending), tokens, the audit log, and the
-queue of access requests (admission, room in a full zone)."""
+"""Django admin: certificates (revoke with a reason, reactivate while pending), certificates made outside the
+portal (adopt for a user, or revoke), tokens, the audit log, and the queue of access requests (admission, room
+in a full zone)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -43,8 +45,30 @@ class RevokeForm(forms.Form):
     reason = forms.CharField(max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
 
 
+class ServiceActionsAdmin(admin.ModelAdmin):
+    """Actions that call a service for each selected certificate, then report what succeeded and each refusal."""
+
+    def describe(self, obj: Any) -> str:
+        return str(obj)
+
+    def _apply(self, request: HttpRequest, queryset: QuerySet, action: Callable[[Any], object], done: str) -> None:
+        succeeded, failures = 0, []
+        for obj in queryset:
+            try:
+                action(obj)
+                succeeded += 1
+            except services.ServiceError as exc:
+                failures.append(f"{self.describe(obj)}: {exc.message}")
+        if succeeded:
+            self.message_user(
+                request, f"{succeeded} certificate{'s' if succeeded != 1 else ''} {done}.", messages.SUCCESS
+            )
+        for failure in failures:
+            self.message_user(request, failure, messages.ERROR)
+
+
 @admin.register(Certificate)
-class CertificateAdmin(admin.ModelAdmin):
+class CertificateAdmin(ServiceActionsAdmin):
     list_display = ("name", "owner", "status", "expires_on", "fingerprint_sha256", "common_name", "created_at")
     list_filter = ("status", ExpiryFilter)
     search_fields = (
@@ -117,22 +141,8 @@ class CertificateAdmin(admin.ModelAdmin):
             "reactivated (pending at Cloudflare)",
         )
 
-    def _apply(
-        self, request: HttpRequest, queryset: QuerySet[Certificate], action: Callable[[Certificate], object], done: str
-    ) -> None:
-        succeeded, failures = 0, []
-        for certificate in queryset:
-            try:
-                action(certificate)
-                succeeded += 1
-            except services.ServiceError as exc:
-                failures.append(f"{certificate.name}: {exc.message}")
-        if succeeded:
-            self.message_user(
-                request, f"{succeeded} certificate{'s' if succeeded != 1 else ''} {done}.", messages.SUCCESS
-            )
-        for failure in failures:
-            self.message_user(request, failure, messages.ERROR)
+    def describe(self, obj: Certificate) -> str:
+        return obj.name
 
 
 @admin.register(ApiToken)
@@ -174,19 +184,109 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(UnknownCertificate)
-class UnknownCertificateAdmin(admin.ModelAdmin):
-    """Certificates in the zone the portal did not issue, as the last reconciliation saw them."""
+class AdoptForm(forms.Form):
+    email = forms.EmailField(label="Owner's email address", help_text="The account that will hold the certificates.")
 
-    list_display = ("common_name", "status", "fingerprint_sha256", "expires_on", "first_seen_at", "last_seen_at")
+    def clean_email(self) -> str:
+        email: str = self.cleaned_data["email"]
+        owners = list(get_user_model().objects.filter(email__iexact=email)[:2])
+        if not owners:
+            raise forms.ValidationError(f"No account has the address {email}; nothing was adopted.")
+        if len(owners) > 1:
+            raise forms.ValidationError(f"Several accounts have the address {email}; nothing was adopted.")
+        self.owner = owners[0]
+        return email
+
+
+BLOCKED_UNTIL_DECIDED = (
+    "The API refuses these certificates: only certificates the portal holds pass its firewall rules. "
+    "Adopt one to give it to a user (it then counts against their maximum and follows their networks), "
+    "or revoke it."
+)
+
+
+@admin.register(UnknownCertificate)
+class UnknownCertificateAdmin(ServiceActionsAdmin):
+    """Certificates in the zone the portal did not issue, as the last reconciliation saw them: staff adopt or
+    revoke each."""
+
+    list_display = (
+        "fingerprint_sha256",
+        "common_name",
+        "status",
+        "at_the_api",
+        "expires_on",
+        "first_seen_at",
+        "last_seen_at",
+    )
     list_filter = ("status",)
     search_fields = ("common_name", "fingerprint_sha256", "cloudflare_id")
+    actions = ("adopt_selected", "revoke_selected")
+
+    @admin.display(description="at the API")
+    def at_the_api(self, obj: UnknownCertificate) -> str:
+        if obj.status in Certificate.USABLE:
+            return "blocked until adopted or revoked"
+        return f"{obj.status.replace('_', ' ')} at Cloudflare"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        return super().changelist_view(request, {**(extra_context or {}), "subtitle": BLOCKED_UNTIL_DECIDED})
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: UnknownCertificate | None = None) -> bool:
-        return False
+        return False  # reconciliation writes the rows; staff only adopt or revoke
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        # Adopting and revoking are changes: they need the model's change permission (superusers have it).
+        return request.user.has_perm("certificates.change_unknowncertificate")
+
+    @admin.action(description="Adopt selected certificates (give them to a user)…", permissions=["decide"])
+    def adopt_selected(self, request: HttpRequest, queryset: QuerySet[UnknownCertificate]) -> HttpResponse | None:
+        form = AdoptForm(request.POST if "email" in request.POST else None)
+        if not form.is_valid():
+            return self._confirm(request, queryset, form, action="adopt_selected", verb="Adopt")
+        owner = form.owner
+        self._apply(
+            request,
+            queryset,
+            lambda u: services.unknown_certificate_adopt(unknown=u, owner=owner, origin=origin_of(request)),
+            f"adopted for {owner.email}",
+        )
+        return None
+
+    @admin.action(description="Revoke selected certificates at Cloudflare…", permissions=["decide"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[UnknownCertificate]) -> HttpResponse | None:
+        form = RevokeForm(request.POST if "reason" in request.POST else None)
+        if not form.is_valid():
+            return self._confirm(request, queryset, form, action="revoke_selected", verb="Revoke")
+        self._apply(
+            request,
+            queryset,
+            lambda u: services.unknown_certificate_revoke(
+                unknown=u, origin=origin_of(request), reason=form.cleaned_data["reason"]
+            ),
+            "revoked (pending at Cloudflare)",
+        )
+        return None
+
+    def _confirm(
+        self, request: HttpRequest, queryset: QuerySet[UnknownCertificate], form: forms.Form, *, action: str, verb: str
+    ) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            "admin/certificates/unknown_certificate_action.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"{verb} {queryset.count()} unknown certificate{'s' if queryset.count() != 1 else ''}",
+                "unknowns": queryset,
+                "form": form,
+                "action": action,
+                "verb": verb,
+                "opts": self.model._meta,
+            },
+        )
 
 
 @admin.register(AllowlistEntry)

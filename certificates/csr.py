@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, ObjectIdentifier
 
@@ -83,6 +84,42 @@ def public_key_sha256_of_certificate(pem: str) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+@dataclass(frozen=True)
+class CertificateFacts:
+    """What the portal records of a certificate it did not issue, read from the certificate itself."""
+
+    fingerprint_sha256: str
+    public_key_sha256: str
+    key_type: KeyType
+    common_name: str
+    serial_number: str
+    not_before: datetime
+    not_after: datetime
+
+
+def certificate_facts(pem: str, *, policy: CertificatePolicy) -> CertificateFacts:
+    """Parse a certificate PEM; CSRError when it cannot be parsed or its key is not one the policy allows.
+
+    The fingerprint is the SHA-256 of the DER, what cf.tls_client_auth.cert_fingerprint_sha256 compares
+    (lowercase hex); the serial is lowercase hex, as Cloudflare's API reports it.
+    """
+    try:
+        certificate = x509.load_pem_x509_certificate(pem.encode())
+        key = certificate.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        raise CSRError("The certificate could not be parsed, or its key type is not supported.") from None
+    common_names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return CertificateFacts(
+        fingerprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
+        public_key_sha256=public_key_sha256_of_certificate(pem),
+        key_type=allowed_key_type(key, policy),
+        common_name=str(common_names[0].value) if common_names else "",
+        serial_number=format(certificate.serial_number, "x"),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+    )
+
+
 def _single_pem_block(pem: str, max_bytes: int) -> str:
     if not isinstance(pem, str) or not pem.strip():
         raise CSRError("The CSR is empty.")
@@ -118,6 +155,11 @@ def _allowed_key_type(request: x509.CertificateSigningRequest, policy: Certifica
         key = request.public_key()
     except (UnsupportedAlgorithm, ValueError):
         raise CSRError("The CSR's public key type is not supported.") from None
+    return allowed_key_type(key, policy)
+
+
+def allowed_key_type(key: object, policy: CertificatePolicy) -> KeyType:
+    """The policy's key type for a public key (of a CSR, or of a certificate staff adopt); CSRError if none."""
     if isinstance(key, ec.EllipticCurvePublicKey):
         key_type = policy.key_type("ec", key.curve.key_size) if key.curve.name in ("secp256r1", "secp384r1") else None
         if key_type is None:

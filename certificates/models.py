@@ -164,6 +164,10 @@ class AuditEvent(models.Model):
         ISSUE_FAILED = "certificate.issue_failed", "Issuance failed"
         ISSUE_UNCONFIRMED = "certificate.issue_unconfirmed", "Issuance unconfirmed"
         ADOPTED = "certificate.adopted", "Certificate adopted by reconciliation"
+        # A certificate made outside the portal (Cloudflare's dashboard), given to a user by staff.
+        ADOPTED_BY_STAFF = "certificate.adopted_by_staff", "Certificate adopted by staff"
+        # A certificate made outside the portal, revoked by staff instead of adopted (it has no Certificate row).
+        UNKNOWN_REVOKED = "unknown_certificate.revoked", "Unknown certificate revoked by staff"
         DOWNLOADED = "certificate.downloaded", "Certificate downloaded"
         REVOCATION_REQUESTED = "certificate.revocation_requested", "Revocation requested"
         REVOKED = "certificate.revoked", "Certificate revoked"

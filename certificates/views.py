@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from certificates import admission, services
 from certificates.firewall.status import allowlist_status, sync_trouble
-from certificates.models import AccessRequest, ApiToken, Certificate, FirewallState
+from certificates.models import AccessRequest, ApiToken, AuditEvent, Certificate, FirewallState
 from certificates.policy import get_policy
 from certificates.views_helpers import origin_of
 from cloudflare.errors import CloudflareError
@@ -96,7 +96,14 @@ def certificate_new(request: HttpRequest) -> HttpResponse:
 def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
     certificate = _own_certificate(request, pk)
     events = certificate.events.select_related("actor")
-    return render(request, "certificates/certificate_detail.html", {"certificate": certificate, "events": events})
+    # A certificate made outside the portal and given to this user by staff: it has no CSR, and its key was
+    # not made in this user's browser.
+    adopted = events.filter(action=AuditEvent.Action.ADOPTED_BY_STAFF).first()
+    return render(
+        request,
+        "certificates/certificate_detail.html",
+        {"certificate": certificate, "events": events, "adopted": adopted},
+    )
 
 
 @login_required
