@@ -12,6 +12,7 @@ import logging
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -39,6 +40,7 @@ from cloudflare.models import (
     MTLSAssociation,
     MTLSCertificate,
     ResultInfo,
+    Rule,
     Ruleset,
     RuleSpec,
 )
@@ -330,6 +332,38 @@ class CloudflareClient:
         envelope = self._call("PATCH", f"/zones/{zone_id}/rulesets/{ruleset_id}/rules/{rule_id}", json_body=body)
         return Ruleset.from_api(envelope.result)
 
+    def replace_entrypoint(
+        self, zone_id: str, rules: Sequence[RuleSpec | Rule], *, phase: str = FIREWALL_CUSTOM_PHASE
+    ) -> Ruleset:
+        """Replace the entrypoint's whole rule list, in this order (FACTS.md §8); creates a missing entrypoint.
+
+        Every rule not in `rules` is deleted. A `Rule` (another team's, read from the entrypoint) goes back as
+        Cloudflare returned it, with its id and ref, so it stays the same rule; a `RuleSpec` is the portal's new
+        or changed rule (give it the existing rule's `id` to keep that rule's identity).
+        """
+        _check_zone_id(zone_id)
+        bodies = [_carried_back(rule) if isinstance(rule, Rule) else _checked_spec(rule) for rule in rules]
+        _check_unique_refs(bodies)
+        envelope = self._call(
+            "PUT", f"/zones/{zone_id}/rulesets/phases/{phase}/entrypoint", json_body={"rules": bodies}
+        )
+        return Ruleset.from_api(envelope.result)
+
+    def move_rule(self, zone_id: str, ruleset_id: str, rule: Rule, position: Mapping[str, Any]) -> Ruleset:
+        """Move one rule, unchanged, to `position` (other rules are left alone).
+
+        Cloudflare's docs allow a PATCH with only `position`, but the schema's rule body needs `action` (its
+        discriminator), so the rule's own definition goes along: the same definition, only the place changes.
+        """
+        _check_zone_id(zone_id)
+        _check_hex_id(ruleset_id, "ruleset id")
+        _check_hex_id(rule.id, "rule id")
+        body = _carried_back(rule)
+        del body["id"]  # the path names the rule
+        body["position"] = _check_position(position)
+        envelope = self._call("PATCH", f"/zones/{zone_id}/rulesets/{ruleset_id}/rules/{rule.id}", json_body=body)
+        return Ruleset.from_api(envelope.result)
+
     def delete_rule(self, zone_id: str, ruleset_id: str, rule_id: str) -> Ruleset:
         _check_zone_id(zone_id)
         _check_hex_id(ruleset_id, "ruleset id")
@@ -554,6 +588,27 @@ def _check_rule(rule: RuleSpec) -> None:
         validate(rule.expression)
     except ExpressionError as exc:
         raise InvalidArgumentError(f"rule {rule.ref}: {exc}") from exc
+
+
+def _checked_spec(rule: RuleSpec) -> dict[str, Any]:
+    _check_rule(rule)
+    if rule.id is not None:
+        _check_hex_id(rule.id, f"rule {rule.ref}: id")
+    return rule.to_api()
+
+
+def _carried_back(rule: Rule) -> dict[str, Any]:
+    _check_hex_id(rule.id, "rule id")
+    return rule.to_api()
+
+
+def _check_unique_refs(bodies: Sequence[Mapping[str, Any]]) -> None:
+    """Refs and ids must be unique in a ruleset (FACTS.md §8); Cloudflare would refuse the whole list."""
+    for key in ("ref", "id"):
+        counts = Counter(body[key] for body in bodies if body.get(key))
+        repeated = sorted(value for value, count in counts.items() if count > 1)
+        if repeated:
+            raise InvalidArgumentError(f"each rule needs its own {key}; repeated: {', '.join(repeated)}")
 
 
 def _check_position(position: Mapping[str, Any]) -> dict[str, Any]:

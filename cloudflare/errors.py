@@ -13,6 +13,9 @@ from typing import Any
 
 QUOTA_EXCEEDED_CODE = 1445  # FACTS.md §3: client certificate per-zone quota reached
 CA_QUOTA_EXCEEDED_CODE = 1489  # FACTS.md §3: BYO CA quota reached
+# ASSUMPTION (undocumented by Cloudflare): the code of "too many custom rules for the plan", as the emulator
+# answers it (cloudflare/emulator/codes.py says why this number).
+RULE_LIMIT_CODE = 20217
 LEGACY_API_CODE = 10020  # FACTS.md §8: Firewall Rules API in maintenance mode
 # Cloudflare answers a missing or bad token with 400/403 and one of these codes rather than a 401.
 AUTHENTICATION_CODES = frozenset({6003, 6111, 9103, 9106, 9109, 10000})
@@ -122,6 +125,14 @@ class QuotaExceededError(BadRequestError):
     """Error 1445: the zone holds its maximum of client certificates."""
 
 
+class RuleLimitError(BadRequestError):
+    """The write would take the zone over its plan's number of custom rules (FACTS.md §7, §14).
+
+    Recognised by RULE_LIMIT_CODE, which is an assumption: against real Cloudflare the same refusal may
+    arrive as a plain BadRequestError.
+    """
+
+
 class AuthenticationError(APIError):
     pass
 
@@ -162,6 +173,8 @@ def error_class_for(status: int, codes: Iterable[int]) -> type[APIError]:
     code_set = set(codes)
     if QUOTA_EXCEEDED_CODE in code_set:
         return QuotaExceededError
+    if status == 400 and RULE_LIMIT_CODE in code_set:
+        return RuleLimitError
     if status in (400, 401, 403) and code_set & AUTHENTICATION_CODES:
         return AuthenticationError
     if status == 429:

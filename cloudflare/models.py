@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 RawObject = Mapping[str, Any]
@@ -170,6 +171,28 @@ class MTLSAssociation:
         return cls(service=_text(data, "service"), status=_text(data, "status"))
 
 
+def freeze(value: Any) -> Any:
+    """A read-only deep copy of JSON data: mappings become MappingProxyType, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(item) for item in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The JSON data back from `freeze`, ready to send."""
+    if isinstance(value, Mapping):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(item) for item in value]
+    return value
+
+
+# Fields Cloudflare sets and a request must not send back (the schema marks them readOnly, rulesets_Rule).
+READ_ONLY_RULE_FIELDS = ("version", "last_updated", "categories")
+
+
 @dataclass(frozen=True)
 class Rule:
     id: str
@@ -180,6 +203,9 @@ class Rule:
     enabled: bool
     version: str
     last_updated: datetime | None
+    # The rule exactly as Cloudflare returned it (read-only), so a rule the portal does not own can be carried
+    # back unchanged in a full-list PUT, action_parameters, logging and fields we do not know included.
+    raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False, hash=False)
 
     @classmethod
     def from_api(cls, data: RawObject) -> Rule:
@@ -193,7 +219,37 @@ class Rule:
             enabled=bool(data.get("enabled", True)),
             version=_text(data, "version"),
             last_updated=parse_timestamp(data.get("last_updated")),
+            raw=freeze(data),
         )
+
+    @property
+    def action_parameters(self) -> Mapping[str, Any] | None:
+        parameters = self.raw.get("action_parameters")
+        return parameters if isinstance(parameters, Mapping) else None
+
+    @property
+    def skips_remaining_rules(self) -> bool:
+        """A `skip` of the current ruleset: every rule after it is switched off for what it matches (FACTS.md §14)."""
+        return self.action == "skip" and (self.action_parameters or {}).get("ruleset") == "current"
+
+    def to_api(self) -> dict[str, Any]:
+        """The rule's definition to send back: as returned, minus read-only fields, keeping its id and ref."""
+        definition = (
+            thaw(self.raw)
+            if self.raw
+            else {
+                "id": self.id,
+                "ref": self.ref,
+                "action": self.action,
+                "expression": self.expression,
+                "description": self.description,
+                "enabled": self.enabled,
+            }
+        )
+        for name in READ_ONLY_RULE_FIELDS:
+            definition.pop(name, None)
+        definition.setdefault("ref", self.ref)  # Cloudflare may leave ref out when it is the id
+        return definition
 
 
 @dataclass(frozen=True)
@@ -224,19 +280,27 @@ class Ruleset:
 
 @dataclass(frozen=True)
 class RuleSpec:
-    """A rule as the portal wants it; the client turns it into a request body."""
+    """A rule as the portal wants it; the client turns it into a request body.
+
+    `id`: the id of the rule it replaces in a full-list PUT (replace_entrypoint), so Cloudflare keeps it as the
+    same rule; None for a new rule (Cloudflare also matches by ref, FACTS.md §8).
+    """
 
     ref: str
     expression: str
     action: str = "block"
     description: str = ""
     enabled: bool = True
+    id: str | None = None
 
     def to_api(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "ref": self.ref,
             "expression": self.expression,
             "action": self.action,
             "description": self.description,
             "enabled": self.enabled,
         }
+        if self.id is not None:
+            body["id"] = self.id
+        return body

@@ -45,6 +45,8 @@ def get_emulator() -> Emulator:
         state_path=settings.CLOUDFLARE_EMULATOR_STATE,
         revocation_delay=settings.CLOUDFLARE_EMULATOR_TRANSITION_DELAY,
         reactivation_delay=settings.CLOUDFLARE_EMULATOR_TRANSITION_DELAY,
+        # The emulated zone refuses rules beyond the limit the portal believes its plan has.
+        custom_rules_limit=settings.CLOUDFLARE_CUSTOM_RULES_LIMIT,
     )
 
 

@@ -61,3 +61,12 @@ def test_the_factory_uses_the_real_api_when_a_token_is_set(settings):
 
     assert client.base_url == "https://api.cloudflare.com/client/v4"
     assert not any("emulator" in prefix for prefix in client.session.adapters)
+
+
+def test_the_in_process_emulator_has_the_portals_rule_limit(settings, tmp_path):
+    settings.CLOUDFLARE_EMULATOR_STATE = tmp_path / "emulator.json"
+    settings.CLOUDFLARE_CUSTOM_RULES_LIMIT = 7
+
+    emulator = integrations.get_emulator.__wrapped__()  # past the per-process cache
+
+    assert emulator.settings.custom_rules_limit == 7

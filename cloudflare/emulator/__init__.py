@@ -3,11 +3,14 @@
     emu = Emulator(token="dev-token")
     mount_wsgi_app(session, "http://cloudflare.local/client/v4", emu.wsgi_app)
 
-or `python -m cloudflare.emulator --port 8787`. See app.py for the request pipeline, codes.py for the
+or `python -m cloudflare.emulator --port 8787`. `Emulator.evaluate` runs a request through a zone's custom
+rules (edge.py). See app.py for the request pipeline, codes.py for the
 error codes it answers with, and faults.py for fault injection.
 """
 
 from .app import Emulator, LoggedRequest
+from .edge import EdgeRequest, MatchedRule, Verdict
+from .envelope import ApiError
 from .faults import Faults
 
-__all__ = ["Emulator", "Faults", "LoggedRequest"]
+__all__ = ["ApiError", "EdgeRequest", "Emulator", "Faults", "LoggedRequest", "MatchedRule", "Verdict"]

@@ -8,7 +8,7 @@ import sys
 
 from werkzeug.serving import make_server
 
-from .app import API_PREFIX, Emulator
+from .app import API_PREFIX, DEFAULT_CUSTOM_RULES_LIMIT, Emulator
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -20,6 +20,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--revocation-delay", type=float, default=30.0)
     parser.add_argument("--reactivation-delay", type=float, default=30.0)
     parser.add_argument("--zone-capacity", type=int, default=100)
+    parser.add_argument(
+        "--custom-rules-limit",
+        type=int,
+        default=DEFAULT_CUSTOM_RULES_LIMIT,
+        help="custom rules a zone may hold, as the plan allows (Free 5, Pro 20, Business 100, Enterprise 1000)",
+    )
     return parser.parse_args(argv)
 
 
@@ -32,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         revocation_delay=args.revocation_delay,
         reactivation_delay=args.reactivation_delay,
         zone_capacity=args.zone_capacity,
+        custom_rules_limit=args.custom_rules_limit,
     )
     # make_server binds before we announce, so whoever waits for the line can connect at once
     # (run_simple would print only after binding, with no hook to announce the chosen port).

@@ -9,20 +9,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.http import HTTP_STATUS_CODES, http_date
-from werkzeug.routing import RequestRedirect
+from werkzeug.routing import Map, RequestRedirect
 from werkzeug.wrappers import Request, Response
 
 from cloudflare.wsgi_transport import EmulatedConnectError, EmulatedReadTimeout
 
-from . import codes, ratelimit
+from . import codes, edge, ratelimit
 from .context import Context, Settings, ensure_ca
+from .edge import EdgeRequest, Verdict
 from .envelope import ApiError, failure, failure_from, success
 from .faults import Fault, Faults
-from .routes import HANDLERS, URL_MAP
+from .routes import ADMIN_HANDLERS, ADMIN_URL_MAP, HANDLERS, URL_MAP, Handler
 from .state import StateStore, empty_state
 
 logger = logging.getLogger("cloudflare.emulator")
@@ -36,6 +37,11 @@ EDGE_ERROR_PAGE = (
     "<center><h1>{status} {reason}</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
 )
 
+# Enterprise's number (FACTS.md §7), so an emulator nobody configured refuses nothing the smaller plans would
+# allow; the portal passes its own CLOUDFLARE_CUSTOM_RULES_LIMIT (portal/integrations.py).
+DEFAULT_CUSTOM_RULES_LIMIT = 1000
+
+T = TypeVar("T")
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -58,7 +64,10 @@ class Emulator:
         zone_capacity: int = 100,
         rate_limit: int = 1200,
         rate_window: float = 300.0,
+        custom_rules_limit: int = DEFAULT_CUSTOM_RULES_LIMIT,
     ) -> None:
+        if custom_rules_limit < 1:
+            raise ValueError("custom_rules_limit must be at least 1")
         self._token = token
         self.clock = clock
         self.settings = Settings(
@@ -67,6 +76,7 @@ class Emulator:
             zone_capacity=zone_capacity,
             rate_limit=rate_limit,
             rate_window=rate_window,
+            custom_rules_limit=custom_rules_limit,
         )
         self.faults = Faults()
         self.request_log: list[LoggedRequest] = []
@@ -84,6 +94,50 @@ class Emulator:
         with self._store.transaction() as state:
             pem: str = ensure_ca(state, self._store, self.clock())["certificate_pem"]
             return pem
+
+    def evaluate(self, zone_id: str, request: EdgeRequest) -> Verdict:
+        """What the zone's custom rules do with `request`; raises ApiError for a rule the evaluator cannot read."""
+        return self._in_zone(zone_id, "evaluate", lambda context: edge.evaluate(context, request))
+
+    def create_dashboard_certificate(
+        self,
+        zone_id: str,
+        *,
+        common_name: str = "dashboard-certificate",
+        validity_days: int = edge.DASHBOARD_VALIDITY_DAYS,
+        key_type: str = "ecdsa",
+    ) -> dict[str, Any]:
+        """A certificate made in the dashboard: listed in the zone; the record plus `private_key` (PEM)."""
+        return self._in_zone(
+            zone_id,
+            "dashboard_certificates",
+            lambda context: edge.issue_dashboard_certificate(
+                context, common_name=common_name, validity_days=validity_days, key_type=key_type
+            ),
+        )
+
+    def create_foreign_certificate(
+        self,
+        *,
+        common_name: str = "another-account",
+        validity_days: int = edge.FOREIGN_VALIDITY_DAYS,
+        key_type: str = "ecdsa",
+    ) -> dict[str, Any]:
+        """A certificate the shared managed CA signed for another account: in no zone, yet verified."""
+        with self._store.transaction() as state:
+            context = self._context(state, {}, "/__emulator__/foreign_certificates")
+            return edge.issue_foreign_certificate(
+                context, common_name=common_name, validity_days=validity_days, key_type=key_type
+            )
+
+    def _in_zone(self, zone_id: str, action: str, work: Callable[[Context], T]) -> T:
+        path = f"/__emulator__/zones/{zone_id}/{action}"
+        with self._store.transaction() as state:
+            return work(self._context(state, {"zone_id": zone_id}, path))
+
+    def _context(self, state: dict[str, Any], args: dict[str, str], path: str) -> Context:
+        """A handler context for a Python call: the same state, clock and settings, an empty request."""
+        return Context(Request.from_values(path=path), state, self._store, self.clock(), self.settings, args, path)
 
     def reset(self) -> None:
         """Forget everything: certificates, rulesets, rate-limit windows, the CA, faults and the log."""
@@ -142,8 +196,10 @@ class Emulator:
             return self._lose_answer(request, outcome, response)
         return response
 
-    def _dispatch(self, request: Request, api_path: str) -> Response:
-        adapter = URL_MAP.bind("api.cloudflare.com")
+    def _dispatch(
+        self, request: Request, api_path: str, url_map: Map = URL_MAP, handlers: dict[str, Handler] = HANDLERS
+    ) -> Response:
+        adapter = url_map.bind("api.cloudflare.com")
         try:
             endpoint, args = adapter.match(api_path, method=request.method)
         except MethodNotAllowed as exc:
@@ -155,7 +211,7 @@ class Emulator:
         with self._store.transaction() as state:
             context = Context(request, state, self._store, self.clock(), self.settings, dict(args), api_path)
             try:
-                return HANDLERS[str(endpoint)](context)
+                return handlers[str(endpoint)](context)
             except ApiError as error:
                 return failure_from(error)
 
@@ -270,7 +326,8 @@ class Emulator:
                 return success({"reset": True})
         except ApiError as error:
             return failure_from(error)
-        return failure(404, codes.NO_ROUTE, "No route for the URI")
+        # The edge and the certificates made outside the portal (edge.py); not logged, not rate limited.
+        return self._dispatch(request, sub_path, ADMIN_URL_MAP, ADMIN_HANDLERS)
 
     def _admin_add_fault(self, request: Request) -> Response:
         with self._store.transaction() as state:

@@ -11,6 +11,7 @@ import math
 import uuid
 from typing import Any
 
+from cryptography import x509
 from cryptography.x509.oid import NameOID
 from werkzeug.wrappers import Response
 
@@ -104,8 +105,16 @@ def create(context: Context) -> Response:
     csr_pem, validity_days = parse_create_body(context)
     try:
         csr = pki.parse_csr(csr_pem)
-        ensure_capacity(context)
-        ca = context.managed_ca()
+    except pki.CsrError as exc:
+        raise ApiError(400, codes.CLIENT_CERTIFICATE_INVALID_CSR, str(exc)) from exc
+    return success(public_view(issue(context, csr, csr_pem, validity_days)))
+
+
+def issue(context: Context, csr: x509.CertificateSigningRequest, csr_pem: str, validity_days: int) -> dict[str, Any]:
+    """Sign `csr` with the managed CA and store the certificate in the zone (the API and the dashboard)."""
+    ensure_capacity(context)
+    ca = context.managed_ca()
+    try:
         certificate = pki.sign_csr(ca, csr, context.now, validity_days)
     except pki.CsrError as exc:
         raise ApiError(400, codes.CLIENT_CERTIFICATE_INVALID_CSR, str(exc)) from exc
@@ -134,7 +143,7 @@ def create(context: Context) -> Response:
     }
     context.zone()["client_certificates"][record["id"]] = record
     context.changed()
-    return success(public_view(record))
+    return record
 
 
 # --- list ----------------------------------------------------------------------------------------------

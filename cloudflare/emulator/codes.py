@@ -6,6 +6,8 @@ the schema's `Message.code` requires) and grouped so a log line tells which area
 
 from __future__ import annotations
 
+from cloudflare.errors import RULE_LIMIT_CODE
+
 # Known Cloudflare codes (FACTS.md §11).
 NO_ROUTE = 7003  # "No route for the URI" / "Could not route to ..."
 CLIENT_CERTIFICATE_QUOTA = 1445  # §3: per-zone managed-CA quota reached
@@ -41,3 +43,12 @@ RULESET_ENTRYPOINT_EXISTS = 10004
 RULESET_INVALID_EXPRESSION = 10005
 RULESET_DUPLICATE_REF = 10006
 RULE_NOT_FOUND = 10007
+# ASSUMPTION: Cloudflare does not document the code for "too many rules in the phase" (FACTS.md §14 says
+# only that the write is refused). 20217 is the code seen for the neighbouring ruleset quota ("exceeded
+# maximum number of zone rulesets for phase ...", userbradley/documentation.breadnet.co.uk#609). The client
+# maps it to RuleLimitError (cloudflare/errors.py holds the one definition).
+CUSTOM_RULES_LIMIT = RULE_LIMIT_CODE
+
+# Emulator-only routes under /__emulator__ (chosen; not Cloudflare's API).
+EMULATOR_BAD_REQUEST = 1700
+EMULATOR_CANNOT_EVALUATE = 1701  # a rule uses a field, operator or action the evaluator does not read

@@ -23,6 +23,7 @@ class Settings:
     zone_capacity: int
     rate_limit: int
     rate_window: float
+    custom_rules_limit: int
 
 
 @dataclass

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -188,3 +189,40 @@ def is_ca_certificate(certificate: x509.Certificate) -> bool:
         return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         return False
+
+
+def new_key_and_csr(common_name: str, key_type: str) -> tuple[str, x509.CertificateSigningRequest]:
+    """What the dashboard does when it generates the key itself (FACTS.md §2): a key and a CSR for it."""
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    if key_type == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+    return key_pem, csr
+
+
+def csr_pem(csr: x509.CertificateSigningRequest) -> str:
+    return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def parse_certificate(pem_text: str) -> x509.Certificate:
+    """A presented client certificate; ValueError when it is not one PEM certificate."""
+    return x509.load_pem_x509_certificate(pem_text.encode("utf-8"))
+
+
+def verifies(ca: ManagedCA, certificate: x509.Certificate, now: float) -> bool:
+    """What `cf.tls_client_auth.cert_verified` means for the managed CA: signed by it and within validity."""
+    try:
+        certificate.verify_directly_issued_by(ca.certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    moment = utc(now)
+    return certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc

@@ -1,4 +1,5 @@
-"""The URL map: paths below /client/v4, their methods, and the handler for each."""
+"""The URL maps: paths below /client/v4 (Cloudflare's API) and below /__emulator__ (the emulator's own
+controls), their methods, and the handler for each."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Response
 
-from . import client_certificates, mtls, rulesets
+from . import client_certificates, edge, mtls, rulesets
 from .context import Context
 
 Handler = Callable[[Context], Response]
@@ -80,5 +81,20 @@ URL_MAP = Map(
         _rule(f"{ZONE}/rulesets/<ruleset_id>/rules/<rule_id>", "rulesets.rules.delete", ["DELETE"]),
         *_legacy_rules("firewall/rules"),
         *_legacy_rules("filters"),
+    ]
+)
+
+
+ADMIN_HANDLERS: dict[str, Handler] = {
+    "edge.evaluate": edge.evaluate_route,
+    "edge.dashboard_certificate": edge.dashboard_certificate_route,
+    "edge.foreign_certificate": edge.foreign_certificate_route,
+}
+
+ADMIN_URL_MAP = Map(
+    [
+        _rule(f"{ZONE}/evaluate", "edge.evaluate", ["POST"]),
+        _rule(f"{ZONE}/dashboard_certificates", "edge.dashboard_certificate", ["POST"]),
+        _rule("/foreign_certificates", "edge.foreign_certificate", ["POST"]),
     ]
 )

@@ -65,6 +65,7 @@ ACTIONS = frozenset(
         "skip",
     ]
 )
+FIREWALL_CUSTOM_PHASE = "http_request_firewall_custom"
 CREATABLE_KINDS = ("zone", "custom")  # "managed" belongs to Cloudflare, "root" to accounts
 RULE_FIELDS = ("action", "expression", "description", "enabled", "ref", "action_parameters", "logging")
 LEGACY_MAINTENANCE_MESSAGE = (
@@ -198,6 +199,34 @@ def bump(context: Context, ruleset: dict[str, Any]) -> Response:
     return success(ruleset)
 
 
+def custom_rule_count(context: Context, *, leaving_out: dict[str, Any] | None = None) -> int:
+    """Rules the plan counts: every rule in the custom phase, entrypoint and zone custom rulesets (FACTS.md §7)."""
+    return sum(
+        len(ruleset["rules"])
+        for ruleset in rulesets_of(context).values()
+        if ruleset["phase"] == FIREWALL_CUSTOM_PHASE and ruleset is not leaving_out
+    )
+
+
+def ensure_rule_limit(context: Context, ruleset: dict[str, Any] | None, phase: str, new_rules: list[Any]) -> None:
+    """Refuse a write that adds rules beyond the plan's limit (FACTS.md §14: checked at each write).
+
+    A write that does not add rules passes even over the limit (the limit may have been lowered), so a zone
+    over its limit can still be brought down.
+    """
+    if phase != FIREWALL_CUSTOM_PHASE:
+        return
+    before = custom_rule_count(context)
+    after = custom_rule_count(context, leaving_out=ruleset) + len(new_rules)
+    limit = context.settings.custom_rules_limit
+    if after > limit and after > before:
+        raise bad_request(
+            f"exceeded maximum number of rules in the phase {phase}: {after} out of {limit}",
+            "/rules",
+            codes.CUSTOM_RULES_LIMIT,
+        )
+
+
 def phase_argument(context: Context) -> str:
     phase = context.args["phase"]
     if phase not in PHASES:
@@ -251,6 +280,7 @@ def create(context: Context) -> Response:
         )
     ruleset = new_ruleset(context, name, description, str(kind), phase)
     ruleset["rules"] = build_rule_list(body.get("rules"), [], context.now)
+    ensure_rule_limit(context, None, phase, ruleset["rules"])
     rulesets_of(context)[ruleset["id"]] = ruleset
     context.changed()
     return success(ruleset)
@@ -277,6 +307,7 @@ def put_entrypoint(context: Context) -> Response:
     description = text_field(body, "description", existing["description"] if existing else "")
     # FACTS.md §8: the PUT replaces the complete rule list; refs keep their rule ids.
     rules = build_rule_list(body.get("rules"), existing["rules"] if existing else [], context.now)
+    ensure_rule_limit(context, existing, phase, rules)
     ruleset = existing
     if ruleset is None:
         # Updating a missing entry point creates it (version 1 after the bump below), as Cloudflare does.
@@ -320,6 +351,7 @@ def add_rule(context: Context) -> Response:
     rules = list(ruleset["rules"])
     place(rules, rule, body.get("position"))
     ensure_unique_refs(rules, lambda _index: "/ref")
+    ensure_rule_limit(context, ruleset, ruleset["phase"], rules)
     ruleset["rules"] = rules
     return bump(context, ruleset)
 

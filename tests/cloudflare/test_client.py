@@ -324,3 +324,103 @@ def test_it_draws_every_attempt_from_the_budget(cf_http):
 
     assert len(cf_http.calls) == 2
     assert 0 < caught.value.retry_after <= 300
+
+
+# -- carrying other teams' rules, full-list PUT, moves (issue 8) ---------------------------------------------
+
+FOREIGN_ID = "4814384a9e5d4991b9815dcfc25d2f1f"
+FOREIGN_SKIP = {
+    "id": FOREIGN_ID,
+    "ref": "team_office_skip",
+    "version": "3",
+    "last_updated": "2026-01-01T00:00:00.000000Z",
+    "action": "skip",
+    "action_parameters": {"ruleset": "current"},
+    "logging": {"enabled": True},
+    "expression": "ip.src in {198.51.100.0/24}",
+    "description": "office traffic skips the rest",
+    "enabled": True,
+}
+
+
+def test_a_rule_keeps_what_cloudflare_returned_read_only(cf_http):
+    cf_http.get(ENTRYPOINT_URL, json=envelope(ruleset([FOREIGN_SKIP, rule("mtls_portal_base", BASE_RULE)])))
+
+    foreign, portal = make_client().get_entrypoint(ZONE_ID).rules
+
+    assert foreign.raw == FOREIGN_SKIP
+    assert foreign.action_parameters == {"ruleset": "current"}
+    assert foreign.skips_remaining_rules
+    assert not portal.skips_remaining_rules
+    assert portal.action_parameters is None
+    with pytest.raises(TypeError):
+        foreign.raw["action"] = "block"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        foreign.raw["action_parameters"]["ruleset"] = "other"  # type: ignore[index]
+
+
+def test_it_replaces_the_entrypoint_carrying_foreign_rules_back_with_their_ids(cf_http):
+    portal = rule("mtls_portal_base", BASE_RULE)
+    cf_http.get(ENTRYPOINT_URL, json=envelope(ruleset([FOREIGN_SKIP, portal])))
+    cf_http.put(ENTRYPOINT_URL, json=envelope(ruleset([portal, FOREIGN_SKIP], version="3")))
+    client = make_client()
+    foreign, current = client.get_entrypoint(ZONE_ID).rules
+    changed = RuleSpec(ref=current.ref, expression=BASE_RULE, description="mTLS required", id=current.id)
+    new = RuleSpec(ref="mtls_portal_bind_0", expression="ip.src in {192.0.2.0/24}")
+
+    result = client.replace_entrypoint(ZONE_ID, [changed, new, foreign])
+
+    sent = sent_json(cf_http.calls[1])["rules"]
+    assert sent[0] == {**changed.to_api(), "id": RULE_ID}
+    assert "id" not in sent[1]
+    assert sent[2] == {key: value for key, value in FOREIGN_SKIP.items() if key not in ("version", "last_updated")}
+    assert [r.ref for r in result.rules] == ["mtls_portal_base", "team_office_skip"]
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ([RuleSpec(ref="a", expression=BASE_RULE), RuleSpec(ref="a", expression=BASE_RULE)], "repeated: a"),
+        (
+            [RuleSpec(ref="a", expression=BASE_RULE, id=RULE_ID), RuleSpec(ref="b", expression=BASE_RULE, id=RULE_ID)],
+            "id",
+        ),
+        ([RuleSpec(ref="a", expression=BASE_RULE, id="not-an-id")], "rule a: id"),
+        ([RuleSpec(ref="a", expression="ip.src in {}")], "empty"),
+    ],
+)
+def test_it_checks_a_full_list_before_sending_it(cf_http, rules, message):
+    with pytest.raises(errors.InvalidArgumentError, match=message):
+        make_client().replace_entrypoint(ZONE_ID, rules)
+
+    assert len(cf_http.calls) == 0
+
+
+def test_it_moves_a_rule_by_sending_its_own_definition_with_the_position(cf_http):
+    cf_http.get(ENTRYPOINT_URL, json=envelope(ruleset([FOREIGN_SKIP, rule("mtls_portal_base", BASE_RULE)])))
+    cf_http.patch(f"{RULES_URL}/{RULE_ID}", json=envelope(ruleset([rule("mtls_portal_base", BASE_RULE), FOREIGN_SKIP])))
+    client = make_client()
+    portal = client.get_entrypoint(ZONE_ID).rules[1]
+
+    moved = client.move_rule(ZONE_ID, RULESET_ID, portal, before(""))
+
+    assert sent_json(cf_http.calls[1]) == {
+        "ref": "mtls_portal_base",
+        "action": "block",
+        "expression": BASE_RULE,
+        "description": "",
+        "enabled": True,
+        "position": {"before": ""},
+    }
+    assert moved.rules[0].ref == "mtls_portal_base"
+
+
+def test_it_raises_a_rule_limit_error_for_the_emulators_limit_code(cf_http):
+    message = "exceeded maximum number of rules in the phase http_request_firewall_custom: 6 out of 5"
+    cf_http.post(RULES_URL, status=400, json=failure((errors.RULE_LIMIT_CODE, message)))
+
+    with pytest.raises(errors.RuleLimitError) as caught:
+        make_client().add_rule(ZONE_ID, RULESET_ID, RuleSpec(ref="r", expression=BASE_RULE))
+
+    assert isinstance(caught.value, errors.BadRequestError)
+    assert not caught.value.retryable

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -51,3 +52,43 @@ def test_real_http_round_trip(server: str) -> None:
     log = session.get(f"{root}/__emulator__/log").json()["result"]
     assert [entry["method"] for entry in log] == ["POST", "DELETE", "GET", "GET", "POST"]
     assert [entry["status"] for entry in log] == [200, 200, 200, 403, 200]
+
+
+@pytest.mark.slow
+def test_the_edge_and_the_rule_limit_over_real_http() -> None:
+    with running_emulator("--token", "cli-token", "--custom-rules-limit", "2") as server:
+        session = requests.Session()
+        session.headers["Authorization"] = "Bearer cli-token"
+        api = Api(session, ContractValidator(), base=server)
+        root = server.removesuffix("/client/v4")
+        entrypoint = f"/zones/{ZONE}/rulesets/phases/http_request_firewall_custom/entrypoint"
+        base = {
+            "ref": "base",
+            "action": "block",
+            "expression": 'http.host eq "api.example.com" and not cf.tls_client_auth.cert_verified',
+        }
+        skip = {
+            "ref": "skip",
+            "action": "skip",
+            "action_parameters": {"ruleset": "current"},
+            "expression": "ip.src eq 198.51.100.7",
+        }
+        assert api.put(entrypoint, {"rules": [base, skip]}).status_code == 200
+        refused = api.put(entrypoint, {"rules": [skip, base, {**base, "ref": "third"}]})
+        assert refused.status_code == 400
+        assert error_code(refused) == 20217
+
+        dashboard = session.post(f"{root}/__emulator__/zones/{ZONE}/dashboard_certificates", json={}).json()["result"]
+        foreign = session.post(f"{root}/__emulator__/foreign_certificates", json={}).json()["result"]
+        listed = api.get(f"/zones/{ZONE}/client_certificates").json()["result"]
+
+        def evaluate(ip: str, certificate: str | None) -> Any:
+            body = {"host": "api.example.com", "ip": ip, "certificate": certificate}
+            return session.post(f"{root}/__emulator__/zones/{ZONE}/evaluate", json=body).json()["result"]
+
+        assert [item["id"] for item in listed] == [dashboard["id"]]
+        assert evaluate("192.0.2.1", dashboard["certificate"]) == {"outcome": "allowed", "rule": None}
+        assert evaluate("192.0.2.1", foreign["certificate"]) == {"outcome": "allowed", "rule": None}
+        blocked = evaluate("198.51.100.7", None)  # the skip comes after the block
+        assert blocked["outcome"] == "blocked"
+        assert blocked["rule"]["ref"] == "base"

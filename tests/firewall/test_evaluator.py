@@ -1,4 +1,4 @@
-"""The test evaluator itself: precedence, sets and membership, on hand-written expressions."""
+"""The Rules-language evaluator (the emulator's and the compiler tests'), on hand-written expressions."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import ipaddress
 
 import pytest
 
-from tests.firewall.evaluator import EvaluatorError, Request, matches
+from cloudflare.emulator.evaluator import EvaluatorError, Request, matches
 
 FP = "ab" * 32
+FINGERPRINT = "cf.tls_client_auth.cert_fingerprint_sha256"
 REQUEST = Request(host="api.example.com", ip=ipaddress.ip_address("192.0.2.7"), fingerprint=FP)
 
 
@@ -32,6 +33,20 @@ REQUEST = Request(host="api.example.com", ip=ipaddress.ip_address("192.0.2.7"), 
             True,
         ),
         ('http.host in {"a\\"b"}', False),
+        # Comparisons: the allow ranges partition fingerprints with ge/lt on lowercase hex.
+        ('http.host eq "api.example.com"', True),
+        ('http.host ne "api.example.com"', False),
+        ('lower(http.host) == "api.example.com"', True),
+        (f'cf.tls_client_auth.cert_fingerprint_sha256 ge "{FP}"', True),
+        (f'cf.tls_client_auth.cert_fingerprint_sha256 lt "{FP}"', False),
+        (
+            'cf.tls_client_auth.cert_fingerprint_sha256 gt "aa" and cf.tls_client_auth.cert_fingerprint_sha256 le "ac"',
+            True,
+        ),
+        ('cf.tls_client_auth.cert_fingerprint_sha256 < "ab"', False),
+        ("ip.src eq 192.0.2.7 && !cf.tls_client_auth.cert_revoked", True),
+        ("ip.src != 192.0.2.7 || cf.tls_client_auth.cert_revoked", False),
+        ("cf.tls_client_auth.cert_presented", True),
     ],
 )
 def test_it_evaluates_the_subset_the_compiler_emits(expression: str, expected: bool) -> None:
@@ -39,7 +54,18 @@ def test_it_evaluates_the_subset_the_compiler_emits(expression: str, expected: b
 
 
 @pytest.mark.parametrize(
-    "expression", ['http.host eq "x"', "ip.src in {}", "(cf.tls_client_auth.cert_verified", "true"]
+    "expression",
+    [
+        'http.host contains "x"',
+        'http.request.uri.path eq "/"',
+        "ip.src lt 192.0.2.7",
+        "ip.src eq 192.0.2.0/24",
+        "ip.src in {192.0.2.1..192.0.2.9}",
+        "http.host eq api",
+        "ip.src in {}",
+        "(cf.tls_client_auth.cert_verified",
+        "true",
+    ],
 )
 def test_it_refuses_what_it_does_not_understand(expression: str) -> None:
     with pytest.raises(EvaluatorError):
