@@ -331,17 +331,26 @@ def _write_rules(
 
     if deletes_first:
         delete_all()
-    for desired in plan.add:
+    for desired in reversed(plan.add):  # each goes to the top, so the last added ends first
         keep_lease()
         ruleset = client.add_rule(zone_id, ruleset_id, _spec(desired), position=TOP)
     misplaced = {rule.id for rule in plan.misplaced}
     for current, desired in plan.update:
+        if current.id not in misplaced:
+            keep_lease()
+            ruleset = client.update_rule(zone_id, ruleset_id, current.id, _spec(desired))
+    # Rules below another team's go back to the top, last first, so that they end in the compiled order.
+    updates = {current.id: desired for current, desired in plan.update}
+    rank = {rule.ref: index for index, rule in enumerate(plan.desired)}
+    deleted = {rule.id for rule in plan.delete}
+    for rule in sorted(plan.misplaced, key=lambda rule: rank.get(rule.ref, -1), reverse=True):
+        if rule.id in deleted:
+            continue
         keep_lease()
-        position = TOP if current.id in misplaced else None
-        ruleset = client.update_rule(zone_id, ruleset_id, current.id, _spec(desired), position=position)
-    for rule in plan.moves:
-        keep_lease()
-        ruleset = client.move_rule(zone_id, ruleset_id, rule, TOP)
+        if rule.id in updates:
+            ruleset = client.update_rule(zone_id, ruleset_id, rule.id, _spec(updates[rule.id]), position=TOP)
+        else:
+            ruleset = client.move_rule(zone_id, ruleset_id, rule, TOP)
     if not deletes_first:
         delete_all()
     return ruleset
@@ -351,11 +360,11 @@ def _replacement(plan: Plan, entrypoint: Ruleset) -> list[RuleSpec | Rule]:
     """The whole entrypoint: the portal's rules first (keeping the ids of those that stay), then every other
     rule exactly as it is, in its order."""
     ids = {rule.ref: rule.id for rule in entrypoint.rules if _is_ours(rule)}
-    ours: list[RuleSpec | Rule] = [_spec(rule, rule_id=ids.get(rule.ref, "")) for rule in plan.desired]
+    ours: list[RuleSpec | Rule] = [_spec(rule, rule_id=ids.get(rule.ref)) for rule in plan.desired]
     return ours + [rule for rule in entrypoint.rules if not _is_ours(rule)]
 
 
-def _spec(rule: DesiredRule, *, rule_id: str = "") -> RuleSpec:
+def _spec(rule: DesiredRule, *, rule_id: str | None = None) -> RuleSpec:
     return RuleSpec(
         ref=rule.ref, expression=rule.expression, action=rule.action, description=rule.description, id=rule_id
     )
