@@ -29,23 +29,16 @@ from cloudflare.models import RuleSpec
 from portal import integrations
 from tests.support.emulator_process import running_emulator
 from tests.support.pki import policy_csr
+from tests.support.rules import MONITORING_SKIP
 
 pytestmark = pytest.mark.slow
 
 ZONE = "023e105f4ecef8ad9ca31a8372d0c353"
 TOKEN = "edge-test-token"
 API = "api.example.com"
-MONITORING = "198.51.100.0/24"
 
 
-class OperatorSkip(RuleSpec):
-    """Another team's "skip all remaining custom rules for the monitoring range" (FACTS.md §14)."""
-
-    def to_api(self) -> dict:
-        return {**super().to_api(), "action_parameters": {"ruleset": "current"}}
-
-
-SKIP = OperatorSkip(ref="ops_monitoring_skip", expression=f"ip.src in {{{MONITORING}}}", action="skip")
+SKIP = MONITORING_SKIP
 GEO = RuleSpec(ref="security_team_blocklist", expression="ip.src in {192.0.2.250}", description="not ours")
 
 

@@ -206,6 +206,34 @@ def test_the_firewall_page_shows_the_last_error(emulator, settings, charlie):
     assert 'data-testid="left-out"' not in page
 
 
+def test_the_firewall_page_names_another_teams_rule_above_the_portals(emulator, settings, alice, charlie):
+    from certificates.firewall.sync import firewall_sync
+    from cloudflare.client import before
+    from cloudflare.models import RuleSpec
+    from portal.integrations import get_cloudflare_client
+    from tests.certificates.test_edge_enforcement import issue
+    from tests.support.rules import MONITORING_SKIP
+
+    settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
+    settings.CLOUDFLARE_CUSTOM_RULES_LIMIT = 20
+    issue(alice)
+    firewall_sync(zone_id=ZONE)
+    client = get_cloudflare_client()
+    entrypoint = client.get_entrypoint(ZONE)
+    client.add_rule(ZONE, entrypoint.id, MONITORING_SKIP, position=before(""))
+    client.add_rule(ZONE, entrypoint.id, RuleSpec(ref="below", expression="ip.src in {192.0.2.1}"))
+    staff = signed_in(charlie)
+
+    page = staff.get(reverse("certificates:firewall")).content.decode()
+
+    assert 'data-testid="foreign-above"' in page
+    assert "<code>ops_monitoring_skip</code>: skip, skips the remaining rules" in page
+    assert "<code>below</code>" not in page.split('data-testid="foreign-above"')[1].split("</div>")[0]
+    assert "2 to move up" in page
+    firewall_sync(zone_id=ZONE)
+    assert 'data-testid="foreign-above"' not in staff.get(reverse("certificates:firewall")).content.decode()
+
+
 def test_the_admin_index_warns_when_the_sync_left_something_out(left_out, charlie):
     page = signed_in(charlie).get(reverse("admin:index")).content.decode()
 
