@@ -231,7 +231,10 @@ def test_the_firewall_page_names_another_teams_rule_above_the_portals(emulator, 
     assert "<code>below</code>" not in page.split('data-testid="foreign-above"')[1].split("</div>")[0]
     assert "2 to move up" in page
     firewall_sync(zone_id=ZONE)
-    assert 'data-testid="foreign-above"' not in staff.get(reverse("certificates:firewall")).content.decode()
+    after = staff.get(reverse("certificates:firewall")).content.decode()
+    assert 'data-testid="foreign-above"' not in after
+    assert "2 moved back to the top" in after
+    assert "found 1 rule of others above the portal's (<code>ops_monitoring_skip</code>)" in after
 
 
 def test_the_admin_index_warns_when_the_sync_left_something_out(left_out, charlie):
