@@ -325,3 +325,23 @@ def test_one_users_unusable_allowlist_does_not_stop_the_zones_rules(emulator, al
     binding = next(rule for ref, rule in rules.items() if "bind" in ref)
     assert mine.fingerprint_sha256 in binding.expression
     assert "ip.src" not in binding.expression
+
+
+def test_dry_run_names_what_it_would_move_and_leave_out(emulator, alice, settings):
+    from cloudflare.client import before
+    from tests.support.rules import MONITORING_SKIP
+
+    issue(alice)
+    AllowlistEntry.objects.create(owner=alice, network="93.184.216.0/24")
+    firewall_sync(zone_id=ZONE)
+    entrypoint = get_cloudflare_client().get_entrypoint(ZONE)
+    get_cloudflare_client().add_rule(ZONE, entrypoint.id, MONITORING_SKIP, position=before(""))
+    settings.CLOUDFLARE_CUSTOM_RULES_LIMIT = 3
+    out = StringIO()
+
+    call_command("sync_firewall", "--dry-run", stdout=out)
+
+    text = out.getvalue()
+    assert "! ops_monitoring_skip (skip, skips the remaining rules) is not the portal's and sits above" in text
+    assert f"! left out: 0 allow range(s), the allowlists of user(s) {alice.pk}:" in text
+    assert "- delete mtls_portal_bind_1" in text

@@ -43,4 +43,15 @@ def render_plan(plan: Plan) -> str:
         lines += [f"~ update {desired.ref} (rule {current.id})  ({desired.description})", f"    {desired.expression}"]
     for rule in plan.delete:
         lines.append(f"- delete {rule.ref}")
+    for rule in plan.moves:
+        lines.append(f"^ move {rule.ref} to the top")
+    for rule in plan.foreign_above:
+        skips = ", skips the remaining rules" if rule.skips_remaining_rules else ""
+        lines.append(f"! {rule.ref} ({rule.action}{skips}) is not the portal's and sits above its rules")
+    if plan.left_out:
+        users = ", ".join(str(user) for user in plan.left_out.user_ids) or "none"
+        lines.append(
+            f"! left out: {plan.left_out.allow_ranges} allow range(s), the allowlists of user(s) {users}: "
+            f"{plan.left_out.reason}"
+        )
     return "\n".join(lines)
