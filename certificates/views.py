@@ -14,7 +14,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from certificates import admission, services
-from certificates.firewall.status import allowlist_status, sync_trouble
+from certificates.firewall.status import allowlist_status, awaiting_the_edge, sync_trouble
 from certificates.models import AccessRequest, ApiToken, AuditEvent, Certificate, FirewallState
 from certificates.policy import get_policy
 from certificates.views_helpers import origin_of
@@ -29,8 +29,13 @@ def _own_certificate(request: HttpRequest, pk: int) -> Certificate:
 @login_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    certificates = Certificate.objects.filter(owner=request.user)
-    return render(request, "certificates/dashboard.html", {"certificates": certificates, **standing(request.user)})
+    certificates = list(Certificate.objects.filter(owner=request.user))
+    waiting = awaiting_the_edge(certificates, zone_id=get_zone_id())
+    return render(
+        request,
+        "certificates/dashboard.html",
+        {"certificates": certificates, "awaiting_the_edge": waiting, **standing(request.user)},
+    )
 
 
 def standing(user: AbstractBaseUser) -> dict[str, object]:
@@ -102,7 +107,12 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "certificates/certificate_detail.html",
-        {"certificate": certificate, "events": events, "adopted": adopted},
+        {
+            "certificate": certificate,
+            "events": events,
+            "adopted": adopted,
+            "awaiting_the_edge": awaiting_the_edge([certificate], zone_id=certificate.zone_id),
+        },
     )
 
 

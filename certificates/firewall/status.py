@@ -7,6 +7,7 @@ before it is in the rules pushed at `last_synced_at`, unless that sync had to le
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 
-from certificates.models import AuditEvent, FirewallState
+from certificates.models import AuditEvent, Certificate, FirewallState
 
 APPLIED = "applied"
 WAITING = "waiting"
@@ -45,6 +46,21 @@ def allowlist_status(*, user: AbstractBaseUser, zone_id: str) -> AllowlistStatus
     if state.last_error:
         return AllowlistStatus(WAITING, None, SYNC_FAILED)
     return AllowlistStatus(WAITING, None, "the firewall sync has not run since your last change")
+
+
+def awaiting_the_edge(certificates: Iterable[Certificate], *, zone_id: str) -> set[int]:
+    """The usable certificates the last successful sync had not read: the edge admits only the certificates the
+    allow rules list, so a new (or newly adopted or reactivated) one works once the sync after it has run.
+
+    A certificate's `updated_at` moves only with its status, and every status change queues a sync.
+    """
+    state = FirewallState.objects.filter(zone_id=zone_id).first()
+    read_at = state.synced_inputs_at if state and state.last_synced_at else None
+    return {
+        certificate.pk
+        for certificate in certificates
+        if certificate.status in Certificate.USABLE and (read_at is None or certificate.updated_at > read_at)
+    }
 
 
 def _last_allowlist_change(user: AbstractBaseUser) -> datetime | None:

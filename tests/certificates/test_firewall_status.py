@@ -260,3 +260,23 @@ def test_the_admin_index_is_quiet_when_everything_was_pushed(db, alice, charlie)
 
     assert 'data-testid="firewall-warning"' not in page
     assert "Recent actions" in page, "the rest of Django's index is still there"
+
+
+def test_a_new_certificate_is_shown_waiting_for_the_edge_until_a_sync_has_read_it(emulator, settings, alice):
+    from certificates.firewall.sync import firewall_sync
+    from tests.certificates.test_edge_enforcement import issue
+
+    settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
+    settings.CLOUDFLARE_CUSTOM_RULES_LIMIT = 20
+    firewall_sync(zone_id=ZONE)
+    certificate = issue(alice)
+    client = signed_in(alice)
+
+    assert 'data-testid="edge-waiting"' in client.get(reverse("certificates:dashboard")).content.decode()
+    assert (
+        'data-testid="edge-waiting"'
+        in client.get(reverse("certificates:detail", args=[certificate.pk])).content.decode()
+    )
+    FirewallState.objects.filter(zone_id=ZONE).update(synced_inputs_at=certificate.updated_at + timedelta(seconds=1))
+
+    assert 'data-testid="edge-waiting"' not in client.get(reverse("certificates:dashboard")).content.decode()
