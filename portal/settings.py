@@ -276,8 +276,16 @@ CLOUDFLARE_CUSTOM_RULES_LIMIT = env_int(
 # worker and beat still run with no services. Tasks are never run eagerly in the running portal.
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 CELERY_QUEUE_DIR = VAR_DIR / "celery"
+# With Redis, every socket has a timeout and a health check: a Redis that restarts or freezes shows up as a
+# connection error within seconds (not a read blocked forever), and the worker then reconnects (below).
 CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {}
+    {
+        "socket_connect_timeout": 3,
+        "socket_timeout": 5,  # above kombu's 1 s BRPOP timeout, so an idle worker is not mistaken for a dead link
+        "socket_keepalive": True,
+        "retry_on_timeout": True,
+        "health_check_interval": 10,
+    }
     if REDIS_URL
     else {
         "data_folder_in": str(CELERY_QUEUE_DIR / "queue"),
@@ -289,8 +297,22 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
 )
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat writes its schedule file after every task it sends: the file's age is its healthcheck (docker-compose.yml).
+CELERY_BEAT_SYNC_EVERY = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Worker and beat outlive a Redis outage of any length: retry the broker forever, at start-up too (compose may
+# start them before Redis answers), instead of exiting after 100 attempts.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# A task running when the broker link drops is redelivered after the reconnect (acks_late): stop the running copy
+# so that it does not run twice at once (Celery 6's default; every task here is claim, call, record anyway).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A web request that queues a task while Redis is down gives up after two attempts (at most twice the socket
+# timeout when Redis hangs, at once when it refuses); the database's "sync requested" mark
+# (FirewallState.sync_requested_at) makes sure the work is done once Redis is back.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CERTIFICATE_POLL_SECONDS = env_float("CERTIFICATE_POLL_SECONDS", 30.0, minimum=1)
 RECONCILE_SECONDS = env_float("RECONCILE_SECONDS", 900.0, minimum=10)
 FIREWALL_SYNC_SECONDS = env_float("FIREWALL_SYNC_SECONDS", 600.0, minimum=10)
