@@ -19,10 +19,12 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, URLResolver, re_path, reverse
 from django.views.decorators.csrf import csrf_exempt
+from kombu.exceptions import OperationalError as BrokerError
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import Field
+from redis.exceptions import RedisError
 
 from certificates import admission, services
 from certificates.firewall.status import allowlist_status
@@ -31,6 +33,7 @@ from certificates.policy import KEY_TYPES, get_policy
 from certificates.views_helpers import origin_of
 from portal.env import Rate
 from portal.integrations import get_zone_id
+from portal.outages import OUTAGE_MESSAGE, RETRY_AFTER_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -291,6 +294,16 @@ def service_error(request: HttpRequest, exc: services.ServiceError) -> HttpRespo
     response = api.create_response(request, {"detail": exc.message}, status=exc.status_code)
     if exc.retry_after is not None:
         response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@api.exception_handler(RedisError)
+@api.exception_handler(BrokerError)
+def redis_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # Raised before anything changed (portal/outages.py): the client may simply try again.
+    logger.warning("Redis unavailable on %s %s: %r", request.method, request.path, exc)
+    response = api.create_response(request, {"detail": OUTAGE_MESSAGE}, status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 

@@ -240,6 +240,11 @@ class FirewallState(models.Model):
     # {"user_ids": [...] (allowlists not enforced), "allow_ranges": n (fingerprint ranges not checked),
     #  "reason": "..."}; empty when everything was pushed.
     left_out = models.JSONField(default=dict, blank=True)
+    # Set in the same transaction as every change the rules must follow (certificates.tasks.request_firewall_sync)
+    # and cleared by the sync that read the database after it (compare-and-set on this value): while it is set, a
+    # change is committed that no sync has pushed, and beat queues one even if the sync queued with the change was
+    # lost (Redis down at the time, a worker killed).
+    sync_requested_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"firewall of zone {self.zone_id}"

@@ -23,6 +23,7 @@ from django.db.models import QuerySet
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from certificates.admission import admission_refusal, held_by, pending_request, zone_lock, zone_room
 from certificates.allowlist import AllowlistError, CheckedAllowlist, check_networks
@@ -132,6 +133,29 @@ def certificate_issue(
     name = clean_name(name, what="certificate")
     validated = _validate_request(user=user, csr=csr, validity_days=validity_days, policy=policy)
     certificate = _reserve_slot(user=user, validated=validated, validity_days=validity_days, name=name, policy=policy)
+    try:
+        return _create_reserved(certificate, validated=validated, validity_days=validity_days, origin=origin)
+    except ServiceError:
+        raise  # the row is settled already (failed, or unconfirmed and being reconciled)
+    except RedisError as exc:
+        # The call budget (Redis) could not be asked, so no call was made: nothing was issued. The error goes on
+        # to the pages' and the API's 503.
+        _record_failure(certificate, exc, origin)
+        raise
+    except Exception as exc:
+        # Anything else may have come after Cloudflare made the certificate: reconciliation decides, as after a
+        # timeout. Either way the row does not stay `issuing`, holding one of the user's slots.
+        if _mark_unconfirmed(certificate, error=exc, origin=origin):
+            from certificates.tasks import request_reconcile
+
+            request_reconcile(certificate.pk)
+        raise
+
+
+def _create_reserved(
+    certificate: Certificate, *, validated: ValidatedCSR, validity_days: int, origin: Origin
+) -> Certificate:
+    """Ask Cloudflare for the certificate of a reserved (`issuing`) row and record the answer."""
     # Low priority: issuance leaves the budget's reserve to revocation and the firewall sync.
     client = get_cloudflare_client(wait_for_budget=False, low_priority=True)
     try:
@@ -251,10 +275,7 @@ def _resolve_ambiguous_create(
     certificate: Certificate, *, error: cf_errors.CloudflareError, origin: Origin
 ) -> Certificate:
     """The create may have happened: look for it before anyone tries again (DESIGN.md, Budgets)."""
-    Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.ISSUING).update(
-        status=Certificate.Status.UNCONFIRMED, last_error=str(error)[:2000], updated_at=timezone.now()
-    )
-    audit(AuditEvent.Action.ISSUE_UNCONFIRMED, origin, certificate=certificate, old="issuing", new="unconfirmed")
+    _mark_unconfirmed(certificate, error=error, origin=origin)
     try:
         settled = certificate_reconcile_unconfirmed(certificate=certificate, origin=origin)
     except cf_errors.CloudflareError:
@@ -271,6 +292,16 @@ def _resolve_ambiguous_create(
         "on your dashboard if it was issued, or is marked failed if not. Keep this tab open, your key exists "
         "only here."
     ) from error
+
+
+def _mark_unconfirmed(certificate: Certificate, *, error: Exception, origin: Origin) -> bool:
+    """`issuing` → `unconfirmed` (compare-and-set); False when the row had left `issuing` already."""
+    updated = Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.ISSUING).update(
+        status=Certificate.Status.UNCONFIRMED, last_error=str(error)[:2000], updated_at=timezone.now()
+    )
+    if updated:
+        audit(AuditEvent.Action.ISSUE_UNCONFIRMED, origin, certificate=certificate, old="issuing", new="unconfirmed")
+    return bool(updated)
 
 
 # Cloudflare's create answers within seconds; a certificate still missing from the listing this long after an
@@ -353,9 +384,11 @@ def _record_issued(
 
 
 def _record_failure(certificate: Certificate, error: Exception, origin: Origin) -> None:
-    Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.ISSUING).update(
+    updated = Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.ISSUING).update(
         status=Certificate.Status.FAILED, last_error=str(error)[:2000], updated_at=timezone.now()
     )
+    if not updated:
+        return  # settled meanwhile (recorded as issued, say): nothing failed
     audit(
         AuditEvent.Action.ISSUE_FAILED,
         origin,

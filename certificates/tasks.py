@@ -7,6 +7,8 @@ exponential backoff; the attempt count and last error of a certificate in flight
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from celery import Task, shared_task
@@ -17,11 +19,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from certificates import lifecycle
-from certificates.models import Certificate
+from certificates.models import Certificate, FirewallState
 from certificates.services import certificate_reconcile_unconfirmed
 from cloudflare.errors import CloudflareError
 
 logger = logging.getLogger(__name__)
+
+# A zone whose sync was requested this long after the debounce and is still not synced lost its queued sync.
+REQUESTED_SYNC_GRACE_SECONDS = 10
 
 TRANSIENT = (CloudflareError,)
 RETRY = {
@@ -122,9 +127,22 @@ def sync_firewall(self: Task, zone_id: str) -> dict[str, Any]:
 
 
 @shared_task
-def sync_all_firewalls() -> None:
-    for zone_id in _zones():
+def sync_all_firewalls(requested_only: bool = False) -> list[str]:
+    """Queue a sync of every zone (drift repair), or with `requested_only` of the zones with a change no sync has
+    pushed yet (FirewallState.sync_requested_at) whose own queued sync was lost; returns the zones queued."""
+    zones = _zones_waiting_for_sync() if requested_only else _zones()
+    for zone_id in zones:
         sync_firewall.delay(zone_id)
+    return zones
+
+
+def _zones_waiting_for_sync() -> list[str]:
+    now = timezone.now()
+    # A younger mark is left to the sync queued with it (after the debounce); a zone being synced now is left to
+    # that sync, which keeps the mark if it read the database before the change (see firewall_sync).
+    settled = now - timedelta(seconds=settings.FIREWALL_SYNC_DEBOUNCE_SECONDS + REQUESTED_SYNC_GRACE_SECONDS)
+    waiting = FirewallState.objects.filter(sync_requested_at__lte=settled).exclude(lease_until__gt=now)
+    return sorted(waiting.values_list("zone_id", flat=True))
 
 
 @shared_task
@@ -137,7 +155,14 @@ def _debounce_key(zone_id: str) -> str:
 
 
 def request_firewall_sync(zone_id: str) -> None:
-    """Queue a sync after the current transaction commits; triggers within the debounce window collapse."""
+    """Mark the zone as needing a sync, in the caller's transaction, and queue one after it commits.
+
+    The mark commits or rolls back with the change, so a committed change always has its sync: the one queued
+    here, or, if queueing fails (Redis down), the one beat queues for marked zones (sync_all_firewalls). Syncs
+    requested within the debounce window collapse into one.
+    """
+    FirewallState.objects.get_or_create(zone_id=zone_id)
+    FirewallState.objects.filter(zone_id=zone_id).update(sync_requested_at=timezone.now())
 
     def enqueue() -> None:
         delay = settings.FIREWALL_SYNC_DEBOUNCE_SECONDS
@@ -146,8 +171,23 @@ def request_firewall_sync(zone_id: str) -> None:
         if delay <= 0 or cache.add(_debounce_key(zone_id), "1", timeout=delay):
             sync_firewall.apply_async(args=[zone_id], countdown=delay)
 
-    transaction.on_commit(enqueue)
+    transaction.on_commit(lambda: _enqueue_quietly(enqueue, f"a firewall sync of zone {zone_id}"))
 
 
 def request_reconcile(certificate_id: int) -> None:
-    transaction.on_commit(lambda: reconcile_certificate.apply_async(args=[certificate_id], countdown=10))
+    # sweep_stuck re-queues an unconfirmed row nobody settles, so a lost message only delays it.
+    transaction.on_commit(
+        lambda: _enqueue_quietly(
+            lambda: reconcile_certificate.apply_async(args=[certificate_id], countdown=10),
+            f"the reconciliation of certificate {certificate_id}",
+        )
+    )
+
+
+def _enqueue_quietly(enqueue: Callable[[], None], what: str) -> None:
+    """Queue after a commit without ever failing the request that committed: the database already holds what
+    makes the work happen later (a mark, a row in flight), so a broker or cache error is logged, not raised."""
+    try:
+        enqueue()
+    except Exception:  # redis, kombu, or anything else between us and the broker: the commit stands either way
+        logger.exception("Could not queue %s; the periodic tasks will pick it up", what)

@@ -56,6 +56,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "portal.middleware.StaffTwoFactorMiddleware",
+    "portal.outages.RedisOutageMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -317,10 +318,17 @@ CERTIFICATE_POLL_SECONDS = env_float("CERTIFICATE_POLL_SECONDS", 30.0, minimum=1
 RECONCILE_SECONDS = env_float("RECONCILE_SECONDS", 900.0, minimum=10)
 FIREWALL_SYNC_SECONDS = env_float("FIREWALL_SYNC_SECONDS", 600.0, minimum=10)
 FIREWALL_SYNC_DEBOUNCE_SECONDS = env_int("FIREWALL_SYNC_DEBOUNCE_SECONDS", 5, minimum=0)
+# How often beat queues the syncs that changes requested but that were never queued or never ran (Redis was down).
+FIREWALL_SYNC_REQUESTED_SECONDS = env_float("FIREWALL_SYNC_REQUESTED_SECONDS", 30.0, minimum=1)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "poll-certificates": {"task": "certificates.tasks.poll_certificates", "schedule": CERTIFICATE_POLL_SECONDS},
     "reconcile-zone": {"task": "certificates.tasks.reconcile_zone", "schedule": RECONCILE_SECONDS},
     "sync-firewalls": {"task": "certificates.tasks.sync_all_firewalls", "schedule": FIREWALL_SYNC_SECONDS},
+    "sync-requested-firewalls": {
+        "task": "certificates.tasks.sync_all_firewalls",
+        "schedule": FIREWALL_SYNC_REQUESTED_SECONDS,
+        "kwargs": {"requested_only": True},
+    },
     "sweep-stuck": {"task": "certificates.tasks.sweep_stuck", "schedule": 300.0},
     "expiry-reminders": {"task": "certificates.tasks.send_expiry_reminders", "schedule": 3600.0},
 }

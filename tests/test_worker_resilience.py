@@ -135,7 +135,7 @@ def worker_healthcheck(environment: dict[str, str]) -> subprocess.CompletedProce
         ["sh", "-c", command.replace("$$", "$")],
         cwd=ROOT,
         # The image has celery on its PATH; here it is beside this Python.
-        env={**environment, "HOSTNAME": socket.gethostname(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        env={**environment, "HOSTNAME": socket.gethostname(), "PATH": f"{Path(sys.executable).parent}:{os.defpath}"},
         capture_output=True,
         text=True,
         timeout=60,

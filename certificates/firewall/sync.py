@@ -231,6 +231,9 @@ def firewall_sync(*, zone_id: str, dry_run: bool = False) -> Plan:
     owner = _acquire_lease(zone_id)
     try:
         client = get_cloudflare_client()
+        # Read before the database is: a change whose request is newer than this value may be missing from this
+        # sync, so the mark is cleared below only if it still holds this value (compare-and-set).
+        requested_at = FirewallState.objects.filter(zone_id=zone_id).values_list("sync_requested_at", flat=True)[0]
         # A change is recorded (audit event) a moment before its transaction commits; one made just before the
         # read may not be visible to it yet. Its own sync, queued at commit, follows this one.
         inputs_read_at = timezone.now() - COMMIT_MARGIN
@@ -244,6 +247,8 @@ def firewall_sync(*, zone_id: str, dry_run: bool = False) -> Plan:
             ruleset_id=ruleset.id if ruleset else "",
             ruleset_version=ruleset.version if ruleset else "",
         )
+        if requested_at is not None:
+            FirewallState.objects.filter(zone_id=zone_id, sync_requested_at=requested_at).update(sync_requested_at=None)
         if plan.left_out:
             logger.warning(
                 "Firewall sync of zone %s left out %d allow range(s) and the allowlists of user(s) %s: %s",

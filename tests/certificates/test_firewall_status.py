@@ -33,13 +33,16 @@ def set_networks(user, networks: list[str]):
 
 def synced(*, inputs_at, left_out=None, last_error="") -> FirewallState:
     """A successful sync that read the database at `inputs_at` and finished a second later."""
-    return FirewallState.objects.create(
+    # Changes made before (set_networks) made the zone's row already: they mark it as waiting for a sync.
+    return FirewallState.objects.update_or_create(
         zone_id=ZONE,
-        synced_inputs_at=inputs_at,
-        last_synced_at=inputs_at + timedelta(seconds=1),
-        left_out=left_out or {},
-        last_error=last_error,
-    )
+        defaults={
+            "synced_inputs_at": inputs_at,
+            "last_synced_at": inputs_at + timedelta(seconds=1),
+            "left_out": left_out or {},
+            "last_error": last_error,
+        },
+    )[0]
 
 
 def networks_page(user) -> str:
@@ -145,7 +148,7 @@ def test_a_failed_sync_is_said_without_its_internal_error(alice):
 
 def test_a_failed_first_sync_is_said_too(alice):
     set_networks(alice, ["192.0.2.0/24"])
-    FirewallState.objects.create(zone_id=ZONE, last_error=INTERNAL_ERROR)
+    FirewallState.objects.filter(zone_id=ZONE).update(last_error=INTERNAL_ERROR)
 
     assert allowlist_status(user=alice, zone_id=ZONE).reason == SYNC_FAILED
 
