@@ -1,5 +1,5 @@
-"""Contract checks against Cloudflare's official OpenAPI schema (spec/cloudflare-openapi-subset.json, see
-spec/README.md for where it comes from and its known defects).
+"""Contract checks against Cloudflare's official OpenAPI schema (tests/fixtures/cloudflare-openapi-subset.json;
+tests/fixtures/README.md says where it comes from and lists its known defects).
 
 Every request body the client sends and every response it parses (fixtures and emulator answers alike)
 goes through `ContractValidator.check`, so a drift between our code and Cloudflare's schema fails a test.
@@ -18,7 +18,7 @@ import requests
 from openapi_core import OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "spec" / "cloudflare-openapi-subset.json"
+SPEC_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "cloudflare-openapi-subset.json"
 OFFICIAL_BASE = "https://api.cloudflare.com/client/v4"
 API_PREFIX = "/client/v4"
 
