@@ -106,6 +106,8 @@ _BIND_USERS = re.compile(r"allowlist binding for users((?: [0-9]+)+)")
 _QUOTED_FINGERPRINT = 66
 _PER_FINGERPRINT = _QUOTED_FINGERPRINT + 1
 _SAMPLE_FINGERPRINT = "0" * 64
+# Bounds between allow ranges are the shortest prefixes that separate two fingerprints: rarely 8 hex digits.
+_SAMPLE_BOUND = "8" * 8
 
 # Joining one more clause to a disjunction costs its length plus " or " (cloudflare.expressions.joined_length).
 _OR_SEPARATOR = len(" or ")
@@ -476,11 +478,12 @@ def _allow_ranges(
     split: list[tuple[str, str | None, list[str]]] = []
     while ranges:
         low, high, members = ranges.pop(0)
-        capacity = _allow_capacity(scope, low, high)
-        if len(members) <= capacity:
+        if len(members) <= _allow_capacity(scope, low, high):
             split.append((low, high, members))
             continue
-        parts = -(-len(members) // capacity)
+        # Sized for parts with both bounds written (a bound is a few hex digits), so that they fit at once
+        # instead of each overflowing by a fingerprint and splitting again into halves.
+        parts = -(-len(members) // _allow_capacity(scope, _SAMPLE_BOUND, _SAMPLE_BOUND))
         cuts = [len(members) * part // parts for part in range(1, parts)]
         edges: list[str | None] = [low, *(_separating_bound(members[cut - 1], members[cut]) for cut in cuts), high]
         starts = [0, *cuts, len(members)]
