@@ -21,9 +21,10 @@ When the zone's rule limit leaves room for fewer rules than that, ``compile_rule
 then as many allow ranges, then as many binding rules as fit, and says what it left out (``LeftOut``).
 
 Every rule is scoped to ``lower(http.host) in {<protected hostnames>}`` (the Host header's case is the
-client's choice, and string comparisons are case-sensitive) so that it can never block another
-hostname of the zone. With no protected hostnames there is nothing to protect and nothing to scope to, so
-the compiler returns no rules at all (the sync then deletes the portal's rules).
+client's choice, and string comparisons are case-sensitive; each hostname is listed with its trailing-dot and
+port spellings, see ``_scope``) so that it can never block another hostname of the zone. With no protected
+hostnames there is nothing to protect and nothing to scope to, so the compiler returns no rules at all (the
+sync then deletes the portal's rules).
 
 Packing is stable (see ``_Packer`` and ``_allow_ranges``): given the placement of the rules as they are in
 the zone, a change to one user rewrites the one rule that holds the user, or two when the user's clause no
@@ -291,7 +292,7 @@ def compile_rules(
             allowed=max_rules,
         )
     previous = previous or Placement()
-    scope = Lower(HTTP_HOST).in_(StringSet(hostnames))
+    scope = _scope(hostnames)
 
     allowed = sorted(set(_normalized_fingerprints(inputs.allowed_fingerprints)))
     ranges = _allow_ranges(scope, allowed, previous.allow, room=max_rules - 1)
@@ -352,7 +353,7 @@ def allowlist_fits(hostnames: Sequence[str], networks: Sequence[str]) -> bool:
     normalized = _normalized_hostnames(hostnames)
     if not normalized or not networks:
         return True
-    scope = Lower(HTTP_HOST).in_(StringSet(normalized))
+    scope = _scope(normalized)
     return _Clause.cost_for(1, _network_condition(tuple(networks))) <= _bind_capacity(scope)
 
 
@@ -390,6 +391,23 @@ def clear_caches() -> None:
     with _VALIDATED_LOCK:
         _VALIDATED.clear()
     _network_condition.cache_clear()
+
+
+# Cloudflare proxies HTTPS on these ports (443 and its alternates), and `http.host` is the Host header as the
+# client sent it: with a port, or with the trailing dot of a fully qualified name, it is still this hostname
+# (FACTS.md §14). The rules list every such spelling so that none of them escapes mTLS.
+HTTPS_PORTS = (443, 2053, 2083, 2087, 2096, 8443)
+
+
+def _scope(hostnames: Sequence[str]) -> Expression:
+    """``lower(http.host) in {...}``: the protected hostnames as a client may spell them."""
+    spellings = [
+        spelling
+        for hostname in hostnames
+        for name in (hostname, hostname + ".")
+        for spelling in (name, *(f"{name}:{port}" for port in HTTPS_PORTS))
+    ]
+    return Lower(HTTP_HOST).in_(StringSet(spellings))
 
 
 def _normalized_hostnames(hostnames: Iterable[str]) -> tuple[str, ...]:
