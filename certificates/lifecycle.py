@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 SYSTEM = Origin(actor=None)
 # An issuance still `issuing` after this long lost its process mid-call: treat it as unconfirmed.
 STUCK_ISSUING_AFTER = timedelta(minutes=5)
+# Reconciliation lists every status by name: Cloudflare's schema declares no default for the filter.
+ALL_STATUSES = "all"
 
 
 @dataclass
@@ -128,7 +130,7 @@ def zone_reconcile(*, zone_id: str) -> ReconcileResult:
     # Read the rows before listing: a row changed after this read (a revocation in the portal, say) is newer
     # than the listing, and the compare-and-set below on updated_at leaves it alone.
     rows = list(Certificate.objects.filter(zone_id=zone_id).exclude(cloudflare_id="").select_related("owner"))
-    remote = list(get_cloudflare_client().iter_client_certificates(zone_id))
+    remote = list(get_cloudflare_client().iter_client_certificates(zone_id, status=ALL_STATUSES))
     by_id = {c.id: c for c in remote}
     _adopt_unconfirmed(zone_id, remote, result)
     known_ids = set(Certificate.objects.filter(zone_id=zone_id).values_list("cloudflare_id", flat=True))
