@@ -92,19 +92,23 @@ def test_an_ambiguous_add_queues_a_follow_up(emulator, alice, settings, django_c
     issue(alice)
     emulator.faults.latency(5, method="POST", path="rules")
 
-    with mock.patch.object(tasks.sync_firewall, "apply_async") as queued:
-        with django_capture_on_commit_callbacks(execute=True):
-            with pytest.raises(AmbiguousRequestError):
-                firewall_sync(zone_id=ZONE)
+    with (
+        mock.patch.object(tasks.sync_firewall, "apply_async") as queued,
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(AmbiguousRequestError),
+    ):
+        firewall_sync(zone_id=ZONE)
 
     queued.assert_called_once_with(args=[ZONE], kwargs={"follow_up": 1}, countdown=settings.FIREWALL_FOLLOW_UP_SECONDS)
 
 
 def test_a_sync_whose_writes_all_answered_queues_no_follow_up(emulator, alice, django_capture_on_commit_callbacks):
     issue(alice)
-    with mock.patch.object(tasks.sync_firewall, "apply_async") as queued:
-        with django_capture_on_commit_callbacks(execute=True):
-            firewall_sync(zone_id=ZONE)
+    with (
+        mock.patch.object(tasks.sync_firewall, "apply_async") as queued,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        firewall_sync(zone_id=ZONE)
     queued.assert_not_called()
 
 
@@ -120,9 +124,11 @@ def test_follow_ups_stop_after_a_few_in_a_row(emulator, alice, settings, django_
         cache.clear()
         AllowlistEntry.objects.filter(owner=alice).update(network=f"10.{depth}.0.0/16")
         emulator.faults.latency(5, method="PATCH")  # every sync meets a hung write
-        with mock.patch.object(tasks.sync_firewall, "apply_async") as queued:
-            with django_capture_on_commit_callbacks(execute=True):
-                firewall_sync(zone_id=ZONE, follow_up=depth)
+        with (
+            mock.patch.object(tasks.sync_firewall, "apply_async") as queued,
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            firewall_sync(zone_id=ZONE, follow_up=depth)
         queued_for.append([call.kwargs["kwargs"]["follow_up"] for call in queued.call_args_list])
 
     assert queued_for == [[1], [2], [3], []], "the chain ends; the periodic sync goes on"
@@ -191,10 +197,12 @@ def test_an_ambiguous_create_queues_a_reconciliation_within_seconds(
     emulator, alice, django_capture_on_commit_callbacks
 ):
     emulator.faults.server_error(times=1, status=502, html=True, method="POST")
-    with mock.patch.object(tasks.reconcile_certificate, "apply_async") as queued:
-        with django_capture_on_commit_callbacks(execute=True):
-            with pytest.raises(services.CloudflareUnavailableError):
-                issue(alice)
+    with (
+        mock.patch.object(tasks.reconcile_certificate, "apply_async") as queued,
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(services.CloudflareUnavailableError),
+    ):
+        issue(alice)
     (call,) = queued.call_args_list
     assert call.kwargs["countdown"] <= 10
 
@@ -207,9 +215,11 @@ def test_a_row_not_listed_yet_is_checked_again_just_after_its_grace(emulator, al
     certificate = Certificate.objects.get()
     Certificate.objects.filter(pk=certificate.pk).update(updated_at=timezone.now() - timedelta(seconds=20))
 
-    with mock.patch.object(tasks, "retry_later", side_effect=RuntimeError("retried")) as retry_later:
-        with pytest.raises(RuntimeError, match="retried"):
-            tasks.reconcile_certificate.run(certificate.pk)
+    with (
+        mock.patch.object(tasks, "retry_later", side_effect=RuntimeError("retried")) as retry_later,
+        pytest.raises(RuntimeError, match="retried"),
+    ):
+        tasks.reconcile_certificate.run(certificate.pk)
 
     countdown = retry_later.call_args.kwargs["countdown"]
     assert 40 <= countdown <= 42, "60 s of grace, 20 s gone: look again right after the other 40"
@@ -223,16 +233,20 @@ def refused() -> AuthenticationError:
 
 
 def test_a_sync_is_not_retried_for_an_error_repeating_cannot_fix(emulator):
-    with mock.patch("certificates.firewall.sync.firewall_sync", side_effect=refused()) as sync:
-        with pytest.raises(AuthenticationError):
-            tasks.sync_firewall.apply(args=[ZONE]).get()
+    with (
+        mock.patch("certificates.firewall.sync.firewall_sync", side_effect=refused()) as sync,
+        pytest.raises(AuthenticationError),
+    ):
+        tasks.sync_firewall.apply(args=[ZONE]).get()
     assert sync.call_count == 1
 
 
 def test_a_sync_is_retried_for_a_transient_error(emulator):
-    with mock.patch("certificates.firewall.sync.firewall_sync", side_effect=ServerError(503)):
-        with pytest.raises(Retry, match="HTTP 503"):
-            tasks.sync_firewall.apply(args=[ZONE]).get()
+    with (
+        mock.patch("certificates.firewall.sync.firewall_sync", side_effect=ServerError(503)),
+        pytest.raises(Retry, match="HTTP 503"),
+    ):
+        tasks.sync_firewall.apply(args=[ZONE]).get()
 
 
 def test_reconciling_one_certificate_is_not_retried_for_a_refused_token(emulator, alice):
@@ -241,9 +255,11 @@ def test_reconciling_one_certificate_is_not_retried_for_a_refused_token(emulator
         issue(alice)
     certificate = Certificate.objects.get()
 
-    with mock.patch.object(tasks, "certificate_reconcile_unconfirmed", side_effect=refused()) as reconcile:
-        with pytest.raises(AuthenticationError):
-            tasks.reconcile_certificate.apply(args=[certificate.pk]).get()
+    with (
+        mock.patch.object(tasks, "certificate_reconcile_unconfirmed", side_effect=refused()) as reconcile,
+        pytest.raises(AuthenticationError),
+    ):
+        tasks.reconcile_certificate.apply(args=[certificate.pk]).get()
 
     assert reconcile.call_count == 1
     assert "Invalid access token" in Certificate.objects.get().last_error
@@ -258,15 +274,14 @@ def test_reconciling_one_certificate_is_not_retried_for_a_refused_token(emulator
     ids=["poll", "reconcile"],
 )
 def test_a_periodic_task_does_not_retry(db, emulator, task, target):
-    with mock.patch(target, side_effect=ServerError(503)) as work:
-        with pytest.raises(ServerError):
-            task.apply().get()
+    with mock.patch(target, side_effect=ServerError(503)) as work, pytest.raises(ServerError):
+        task.apply().get()
     assert work.call_count == 1, "the next period is the retry"
 
 
 def test_no_periodic_task_retries_by_itself(settings):
     for entry in settings.CELERY_BEAT_SCHEDULE.values():
-        module, name = entry["task"].rsplit(".", 1)
+        _module, name = entry["task"].rsplit(".", 1)
         task = getattr(tasks, name)
         assert not getattr(task, "autoretry_for", ()), name
 
@@ -306,7 +321,7 @@ def test_an_issuance_whose_reported_fingerprint_is_not_the_certificates_is_refus
 
     monkeypatch.setattr(pki, "fingerprint_sha256", lambda certificate: "ab" * 32)
 
-    with pytest.raises(services.ServiceError, match="not the abab.* it reports"):
+    with pytest.raises(services.ServiceError, match=r"not the (ab)+ it reports"):
         issue(alice)
 
     certificate = Certificate.objects.get()
