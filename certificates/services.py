@@ -273,9 +273,12 @@ def _resolve_ambiguous_create(
     ) from error
 
 
-# Cloudflare's create answers within seconds; a certificate still missing from the listing this long after an
-# ambiguous create was never made.
-UNCONFIRMED_GRACE = timedelta(minutes=5)
+def unconfirmed_grace() -> timedelta:
+    """A certificate still missing from the listing this long after an ambiguous create was never made.
+
+    Cloudflare's create answers within seconds; CERTIFICATE_UNCONFIRMED_GRACE_SECONDS says why 60 s is enough.
+    """
+    return timedelta(seconds=settings.CERTIFICATE_UNCONFIRMED_GRACE_SECONDS)
 
 
 def certificate_reconcile_unconfirmed(
@@ -295,7 +298,7 @@ def certificate_reconcile_unconfirmed(
         )
     now = timezone.now()
     updated = Certificate.objects.filter(
-        pk=certificate.pk, status=Certificate.Status.UNCONFIRMED, updated_at__lte=now - UNCONFIRMED_GRACE
+        pk=certificate.pk, status=Certificate.Status.UNCONFIRMED, updated_at__lte=now - unconfirmed_grace()
     ).update(
         status=Certificate.Status.FAILED,
         last_error="Cloudflare has no certificate for this request; nothing was issued.",

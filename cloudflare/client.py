@@ -29,6 +29,7 @@ from cloudflare.errors import (
     ErrorDetail,
     InvalidArgumentError,
     InvalidResponseError,
+    NotFoundError,
     RateLimitedError,
     TransportError,
     error_class_for,
@@ -74,6 +75,10 @@ class Page:
 
 
 class CloudflareClient:
+    # Writes that may have reached Cloudflare without the client learning their outcome, retried or not. Such a
+    # write can still commit later, over a newer one: a caller that counts them can check again afterwards.
+    uncertain_writes: int = 0
+
     def __init__(
         self,
         *,
@@ -135,7 +140,8 @@ class CloudflareClient:
         _check_zone_id(zone_id)
         _check_object_id(certificate_id, "client certificate id")
         envelope = self._call("DELETE", f"/zones/{zone_id}/client_certificates/{certificate_id}")
-        return ClientCertificate.from_api(envelope.result)
+        # None: an earlier attempt went through and the retry found the certificate gone (see _call).
+        return ClientCertificate.from_api(envelope.result or {"id": certificate_id, "status": "revoked"})
 
     def reactivate_client_certificate(self, zone_id: str, certificate_id: str) -> ClientCertificate:
         """Undo a revocation that is still `pending_revocation` (SPEC-2026 body, FACTS.md §2)."""
@@ -173,10 +179,12 @@ class CloudflareClient:
         self,
         zone_id: str,
         *,
-        status: CertificateStatus | str | None = None,
+        status: CertificateStatus | str = "all",
         per_page: int = MAX_PER_PAGE,
     ) -> Iterator[ClientCertificate]:
-        """Every certificate of the zone, page by page, driven by `result_info`.
+        """Every certificate of the zone with `status`, page by page, driven by `result_info`.
+
+        `status` is always sent: the schema declares no default (FACTS.md §1), so "all" is asked for by name.
 
         Statuses can change while we page (a revocation completes), which shifts later pages; an id is
         yielded once even if it shows up on two pages.
@@ -369,7 +377,19 @@ class CloudflareClient:
         _check_hex_id(ruleset_id, "ruleset id")
         _check_hex_id(rule_id, "rule id")
         envelope = self._call("DELETE", f"/zones/{zone_id}/rulesets/{ruleset_id}/rules/{rule_id}")
+        if envelope.result is None:
+            return self._ruleset_after_gone_rule(zone_id, ruleset_id, rule_id)
         return Ruleset.from_api(envelope.result)
+
+    def _ruleset_after_gone_rule(self, zone_id: str, ruleset_id: str, rule_id: str) -> Ruleset:
+        """The retried delete found the rule gone: the ruleset as it is now, read again (the 404 carries none).
+
+        The portal deletes rules only from the custom-rules entrypoint, so that is the ruleset to read.
+        """
+        entrypoint = self.get_entrypoint(zone_id)
+        if entrypoint is None or entrypoint.id != ruleset_id:
+            raise NotFoundError(404, (ErrorDetail(0, f"ruleset {ruleset_id} is gone"),), method="GET", path=zone_id)
+        return entrypoint
 
     # -- transport ---------------------------------------------------------------------------------------
 
@@ -382,10 +402,18 @@ class CloudflareClient:
         json_body: Any = None,
     ) -> Envelope:
         repeatable = method in IDEMPOTENT_METHODS
+        # An earlier attempt may have reached Cloudflare and done its work although no answer said so.
+        may_have_landed = False
         attempt = 1
         while True:
             try:
                 return self._attempt(method, path, params=params, json_body=json_body)
+            except NotFoundError:
+                if method == "DELETE" and may_have_landed:
+                    # The first attempt deleted it; the repeat finds it gone. Deleting is done, not failed.
+                    logger.info("cloudflare %s %s: gone after an earlier attempt; done", method, path)
+                    return Envelope(result=None, result_info=None, messages=())
+                raise
             except RateLimitedError as exc:
                 retry_after = exc.retry_after if exc.retry_after is not None else self.budget.window
                 self.budget.pause(retry_after)
@@ -399,6 +427,9 @@ class CloudflareClient:
             except (TransportError, APIError) as exc:
                 if not exc.retryable:
                     raise
+                may_have_landed = True
+                if method != "GET":
+                    self.uncertain_writes += 1
                 if not repeatable:
                     raise AmbiguousRequestError(
                         f"{method} {path} may have reached Cloudflare but failed ({exc}); reconcile before repeating it"
@@ -428,14 +459,23 @@ class CloudflareClient:
                 headers=self._headers(with_body=json_body is not None),
                 timeout=self.timeout,
             )
-        except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as exc:
+        except requests.exceptions.ConnectTimeout as exc:
             raise ConnectError(f"{method} {path}: could not connect to Cloudflare ({type(exc).__name__})") from exc
+        except requests.exceptions.SSLError as exc:
+            # TLS fails during the handshake or while the answer is read, and requests does not say which: the
+            # request may have been sent.
+            raise AmbiguousRequestError(f"{method} {path}: TLS failed, possibly after sending ({exc})") from exc
         except requests.exceptions.ConnectionError as exc:
             if _nothing_was_sent(exc):
                 raise ConnectError(f"{method} {path}: could not connect to Cloudflare") from exc
             raise AmbiguousRequestError(f"{method} {path}: the connection failed mid-call") from exc
         except requests.exceptions.Timeout as exc:
             raise AmbiguousRequestError(f"{method} {path}: no answer within the read timeout") from exc
+        except (requests.exceptions.RequestException, OSError) as exc:
+            # Anything else failed once the request was on its way (a broken chunked body, an undecodable answer).
+            raise AmbiguousRequestError(
+                f"{method} {path}: the answer could not be read ({type(exc).__name__})"
+            ) from exc
         logger.debug(
             "cloudflare %s %s -> %s in %.0f ms",
             method,
@@ -467,14 +507,10 @@ def _parse_envelope(response: requests.Response, method: str, path: str) -> Enve
         error_cls = error_class_for(status, ()) if status >= 400 else InvalidResponseError
         if status >= 500 or status < 400:
             error_cls = InvalidResponseError
-        raise error_cls(status, (), method=method, path=path, body_excerpt=f"not a JSON envelope: {excerpt}")
+        raise _api_error(error_cls, response, (), method, path, body_excerpt=f"not a JSON envelope: {excerpt}")
     errors = tuple(ErrorDetail.from_api(item) for item in data.get("errors") or () if isinstance(item, dict))
     if status >= 400 or not data.get("success"):
-        error_cls = error_class_for(status, (error.code for error in errors))
-        kwargs: dict[str, Any] = {"method": method, "path": path}
-        if error_cls is RateLimitedError:
-            kwargs["retry_after"] = parse_retry_after(response.headers.get("Retry-After"))
-        raise error_cls(status, errors, **kwargs)
+        raise _api_error(error_class_for(status, (error.code for error in errors)), response, errors, method, path)
     messages = tuple(ErrorDetail.from_api(item) for item in data.get("messages") or () if isinstance(item, dict))
     info = data.get("result_info")
     return Envelope(
@@ -482,6 +518,22 @@ def _parse_envelope(response: requests.Response, method: str, path: str) -> Enve
         result_info=ResultInfo.from_api(info) if isinstance(info, dict) else None,
         messages=messages,
     )
+
+
+def _api_error(
+    error_cls: type[APIError],
+    response: requests.Response,
+    errors: tuple[ErrorDetail, ...],
+    method: str,
+    path: str,
+    *,
+    body_excerpt: str = "",
+) -> APIError:
+    kwargs: dict[str, Any] = {"method": method, "path": path, "body_excerpt": body_excerpt}
+    if error_cls is RateLimitedError:
+        # Whatever the body (an edge's HTML page, nothing at all), a 429's Retry-After says how long to hold off.
+        kwargs["retry_after"] = parse_retry_after(response.headers.get("Retry-After"))
+    return error_cls(response.status_code, errors, **kwargs)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -50,17 +50,34 @@ def get_emulator() -> Emulator:
     )
 
 
+@functools.cache
+def get_http_session() -> requests.Session:
+    """One Session per process: its connection pool keeps TLS connections to Cloudflare open between calls.
+
+    Shared by the threads of a process (urllib3's pool is thread-safe); the adapters are mounted once, here.
+    """
+    return requests.Session()
+
+
+@functools.lru_cache(maxsize=1)
+def get_emulator_session(emulator: Emulator) -> requests.Session:
+    """The same, routed to the emulator; mounted once for each emulator (tests make one each)."""
+    session = requests.Session()
+    mount_wsgi_app(session, EMULATOR_BASE_URL, emulator.wsgi_app)
+    return session
+
+
 def get_cloudflare_client(*, wait_for_budget: bool = True, low_priority: bool = False) -> CloudflareClient:
     """A client for the configured zone; `wait_for_budget=False` fails fast instead of queueing (web requests).
 
     `low_priority` (interactive issuance) leaves CLOUDFLARE_BUDGET_RESERVED calls of each window to everything
     else, so that revocation and the firewall sync always get through.
     """
-    session = requests.Session()
     if settings.CLOUDFLARE_EMULATED:
         base_url, token = EMULATOR_BASE_URL, EMULATOR_TOKEN
-        mount_wsgi_app(session, base_url, get_emulator().wsgi_app)
+        session = get_emulator_session(get_emulator())
     else:
+        session = get_http_session()
         base_url, token = settings.CLOUDFLARE_API_BASE_URL, settings.CLOUDFLARE_API_TOKEN
         if not settings.CLOUDFLARE_ZONE_ID:
             raise ImproperlyConfigured("CLOUDFLARE_ZONE_ID is required when CLOUDFLARE_API_TOKEN is set")

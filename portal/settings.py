@@ -295,11 +295,23 @@ CERTIFICATE_POLL_SECONDS = env_float("CERTIFICATE_POLL_SECONDS", 30.0, minimum=1
 RECONCILE_SECONDS = env_float("RECONCILE_SECONDS", 900.0, minimum=10)
 FIREWALL_SYNC_SECONDS = env_float("FIREWALL_SYNC_SECONDS", 600.0, minimum=10)
 FIREWALL_SYNC_DEBOUNCE_SECONDS = env_int("FIREWALL_SYNC_DEBOUNCE_SECONDS", 5, minimum=0)
+# Convergence after faults (README, "Workers and the firewall"). The sweep costs no Cloudflare call by itself; each
+# stuck row it re-queues costs one listing (a page per 50 certificates) at most once per stuck-issuing period.
+SWEEP_STUCK_SECONDS = env_float("SWEEP_STUCK_SECONDS", 30.0, minimum=5)
+# A live issuance ends within its read timeout and Retry-After waits; a row still `issuing` after this lost its
+# process. Marking a live one early is harmless: its own answer no longer applies and reconciliation adopts it.
+CERTIFICATE_STUCK_ISSUING_SECONDS = env_float("CERTIFICATE_STUCK_ISSUING_SECONDS", 60.0, minimum=10)
+# Counted from the moment the client gave up on an ambiguous create (after its read timeout), so a create that
+# commits late has that timeout plus this long to show up in the listing before the row is failed.
+CERTIFICATE_UNCONFIRMED_GRACE_SECONDS = env_float("CERTIFICATE_UNCONFIRMED_GRACE_SECONDS", 60.0, minimum=10)
+# After a ruleset write whose outcome is unknown, the sync runs again this long after it (one listing, writes only
+# if a late commit undid something); a chain of such follow-ups stops after FIREWALL_FOLLOW_UPS_AT_MOST.
+FIREWALL_FOLLOW_UP_SECONDS = env_float("FIREWALL_FOLLOW_UP_SECONDS", 30.0, minimum=1)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "poll-certificates": {"task": "certificates.tasks.poll_certificates", "schedule": CERTIFICATE_POLL_SECONDS},
     "reconcile-zone": {"task": "certificates.tasks.reconcile_zone", "schedule": RECONCILE_SECONDS},
     "sync-firewalls": {"task": "certificates.tasks.sync_all_firewalls", "schedule": FIREWALL_SYNC_SECONDS},
-    "sweep-stuck": {"task": "certificates.tasks.sweep_stuck", "schedule": 300.0},
+    "sweep-stuck": {"task": "certificates.tasks.sweep_stuck", "schedule": SWEEP_STUCK_SECONDS},
     "expiry-reminders": {"task": "certificates.tasks.send_expiry_reminders", "schedule": 3600.0},
 }
 

@@ -224,17 +224,22 @@ def _differs(current: Rule, desired: DesiredRule) -> bool:
     )
 
 
-def firewall_sync(*, zone_id: str, dry_run: bool = False) -> Plan:
-    """Make the zone's rules what the database says; returns the plan it carried out."""
+def firewall_sync(*, zone_id: str, dry_run: bool = False, follow_up: int = 0) -> Plan:
+    """Make the zone's rules what the database says; returns the plan it carried out.
+
+    `follow_up`: how many syncs in a row were queued to check again after a write whose outcome is unknown.
+    """
     if dry_run:
         return firewall_plan(zone_id=zone_id)[0]
     owner = _acquire_lease(zone_id)
+    client: CloudflareClient | None = None
     try:
         client = get_cloudflare_client()
         # A change is recorded (audit event) a moment before its transaction commits; one made just before the
         # read may not be visible to it yet. Its own sync, queued at commit, follows this one.
         inputs_read_at = timezone.now() - COMMIT_MARGIN
         plan, ruleset = _plan_and_apply(client, zone_id, keep_lease=lambda: _renew_lease(zone_id, owner))
+        _check_again_if_uncertain(zone_id, client, follow_up=follow_up)
         FirewallState.objects.filter(zone_id=zone_id).update(
             last_synced_at=timezone.now(),
             synced_inputs_at=inputs_read_at,
@@ -255,9 +260,21 @@ def firewall_sync(*, zone_id: str, dry_run: bool = False) -> Plan:
         return plan
     except Exception as exc:
         FirewallState.objects.filter(zone_id=zone_id).update(last_error=str(exc)[:2000])
+        if client is not None:
+            _check_again_if_uncertain(zone_id, client, follow_up=follow_up)
         raise
     finally:
         FirewallState.objects.filter(zone_id=zone_id, lease_owner=owner).update(lease_owner="", lease_until=None)
+
+
+def _check_again_if_uncertain(zone_id: str, client: CloudflareClient, *, follow_up: int) -> None:
+    """A write that timed out (or failed after sending) may still commit, later, over a newer write: a follow-up
+    sync reads the rules again once it can no longer land and rewrites whatever it undid (issue 9, point 6)."""
+    if not client.uncertain_writes:
+        return
+    from certificates.tasks import request_follow_up_sync
+
+    request_follow_up_sync(zone_id, follow_up=follow_up + 1)
 
 
 def _plan_and_apply(
