@@ -114,8 +114,10 @@ class LocalBudget:
 
     def settle(self, grant_id: str) -> None:
         with self._lock:
-            if grant_id in self._grants:
-                self._grants[grant_id] = self._clock()
+            now = self._clock()
+            # A grant that has already left the window stays gone.
+            if self._grants.get(grant_id, now - self.window) > now - self.window:
+                self._grants[grant_id] = now
 
     def pause(self, seconds: float) -> None:
         with self._lock:
@@ -158,6 +160,8 @@ _SETTLE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[2])
+-- A grant that has already left the window stays gone.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZADD', KEYS[1], 'XX', 'CH', now, ARGV[1]) == 1 and redis.call('PTTL', KEYS[1]) < window then
   redis.call('PEXPIRE', KEYS[1], window)
 end
