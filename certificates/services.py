@@ -384,17 +384,75 @@ def certificate_revoke(*, certificate: Certificate, origin: Origin, reason: str 
         )
     _check_revoke_rate(certificate=certificate, origin=origin)
     old = certificate.status
-    result = _call_cloudflare(
-        lambda client: client.revoke_client_certificate(certificate.zone_id, certificate.cloudflare_id)
-    )
+    client = get_cloudflare_client(wait_for_budget=False)
+    try:
+        result = _call_cloudflare(
+            lambda client: client.revoke_client_certificate(certificate.zone_id, certificate.cloudflare_id),
+            client=client,
+        )
+    except CloudflareUnavailableError as exc:
+        if not _may_have_committed(exc.__cause__):
+            raise
+        # Timed out or failed after it was sent: the DELETE may have committed. Ask now (with what is left of
+        # the web deadline), so the user learns the outcome and the revocation keeps their reason.
+        return _revocation_outcome(certificate, client=client, origin=origin, reason=reason, error=exc)
+    return _record_revocation(certificate, expected=old, status=result.status.value, origin=origin, reason=reason)
+
+
+def _record_revocation(
+    certificate: Certificate, *, expected: str, status: str, origin: Origin, reason: str
+) -> Certificate:
     return _record_transition(
         certificate,
-        expected=old,
-        new=result.status.value,
+        expected=expected,
+        new=status,
         origin=origin,
         action=AuditEvent.Action.REVOCATION_REQUESTED,
         detail={"reason": reason[:500]} if reason else {},
     )
+
+
+def _may_have_committed(error: BaseException | None) -> bool:
+    if isinstance(error, cf_errors.AmbiguousRequestError):
+        return True
+    # A 5xx or a broken answer, after the client's retries: the last attempt may have been carried out.
+    return (
+        isinstance(error, cf_errors.APIError) and error.retryable and not isinstance(error, cf_errors.RateLimitedError)
+    )
+
+
+def _revocation_outcome(
+    certificate: Certificate, *, client: CloudflareClient, origin: Origin, reason: str, error: Exception
+) -> Certificate:
+    try:
+        revoked = certificate_confirm_revocation(certificate=certificate, origin=origin, reason=reason, client=client)
+    except cf_errors.CloudflareError:
+        # No time left or still no answer: a worker asks Cloudflare at once and records it with the reason.
+        from certificates.tasks import request_revocation_check
+
+        request_revocation_check(certificate.pk, reason=reason, origin=origin)
+        raise CloudflareUnavailableError(
+            "Cloudflare is slow right now, and the revocation may have gone through. The portal is checking: "
+            "within a minute this certificate shows as pending revocation if it did; if not, try again."
+        ) from error
+    if revoked:
+        certificate.refresh_from_db()
+        return certificate
+    raise CloudflareUnavailableError("Cloudflare is slow right now; nothing changed. Try again soon.") from error
+
+
+def certificate_confirm_revocation(
+    *, certificate: Certificate, origin: Origin, reason: str = "", client: CloudflareClient | None = None
+) -> bool:
+    """After a revocation whose answer was lost: read the certificate at Cloudflare and, if the revocation did
+    happen, record it with the requester's reason. True when Cloudflare has it revoked (or revoking)."""
+    remote = (client or get_cloudflare_client()).get_client_certificate(certificate.zone_id, certificate.cloudflare_id)
+    if remote.status.value not in (Certificate.Status.PENDING_REVOCATION, Certificate.Status.REVOKED):
+        return False
+    current = Certificate.objects.get(pk=certificate.pk)
+    if current.is_revocable:
+        _record_revocation(current, expected=current.status, status=remote.status.value, origin=origin, reason=reason)
+    return True
 
 
 def _check_revoke_rate(*, certificate: Certificate, origin: Origin) -> None:
@@ -436,8 +494,10 @@ def certificate_reactivate(*, certificate: Certificate, origin: Origin) -> Certi
     )
 
 
-def _call_cloudflare(call: Callable[[CloudflareClient], ClientCertificate]) -> ClientCertificate:
-    client = get_cloudflare_client(wait_for_budget=False)
+def _call_cloudflare(
+    call: Callable[[CloudflareClient], ClientCertificate], *, client: CloudflareClient | None = None
+) -> ClientCertificate:
+    client = client or get_cloudflare_client(wait_for_budget=False)
     try:
         return call(client)
     except cf_errors.NotFoundError as exc:

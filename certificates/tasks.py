@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 from celery import Task, shared_task
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
@@ -21,7 +22,12 @@ from django.utils import timezone
 
 from certificates import lifecycle
 from certificates.models import Certificate
-from certificates.services import certificate_reconcile_unconfirmed, unconfirmed_grace
+from certificates.services import (
+    Origin,
+    certificate_confirm_revocation,
+    certificate_reconcile_unconfirmed,
+    unconfirmed_grace,
+)
 from cloudflare.errors import CloudflareError
 
 logger = logging.getLogger(__name__)
@@ -194,6 +200,28 @@ def request_follow_up_sync(zone_id: str, *, follow_up: int) -> None:
             sync_firewall.apply_async(args=[zone_id], kwargs={"follow_up": follow_up}, countdown=delay)
 
     transaction.on_commit(enqueue)
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def confirm_revocation(
+    self: Task, certificate_id: int, reason: str = "", actor_id: int | None = None, remote_addr: str | None = None
+) -> bool:
+    """A web revocation lost its answer: record it, with the requester's reason, if Cloudflare carried it out."""
+    certificate = Certificate.objects.filter(pk=certificate_id).first()
+    if certificate is None or not certificate.is_revocable:
+        return False
+    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id is not None else None
+    try:
+        return certificate_confirm_revocation(
+            certificate=certificate, origin=Origin(actor=actor, remote_addr=remote_addr), reason=reason
+        )
+    except CloudflareError as exc:
+        retry_or_raise(self, exc)
+
+
+def request_revocation_check(certificate_id: int, *, reason: str, origin: Origin) -> None:
+    actor_id = origin.actor.pk if origin.actor is not None and origin.actor.is_authenticated else None
+    transaction.on_commit(lambda: confirm_revocation.delay(certificate_id, reason, actor_id, origin.remote_addr))
 
 
 def request_reconcile(certificate_id: int) -> None:

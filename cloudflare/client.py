@@ -12,6 +12,7 @@ import logging
 import random
 import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from cloudflare.errors import (
     AmbiguousRequestError,
     APIError,
     ConnectError,
+    DeadlineAfterSendError,
+    DeadlineExceededError,
     ErrorDetail,
     InvalidArgumentError,
     InvalidResponseError,
@@ -91,7 +94,9 @@ class CloudflareClient:
         wait_for_budget: bool = True,
         max_budget_wait: float | None = 60.0,
         budget_reserve: int = 0,
+        deadline: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         if not api_token:
@@ -108,6 +113,11 @@ class CloudflareClient:
         # Slots of the budget's window this client leaves to others (cloudflare.budget, "Priorities").
         self.budget_reserve = budget_reserve
         self._sleep = sleep
+        self._clock = clock
+        # A web request's bound on its time with Cloudflare, counted from the client's creation (one client per
+        # request): every attempt, backoff, Retry-After sleep and budget wait must fit in what is left of it.
+        self.deadline = deadline
+        self._deadline_at = None if deadline is None else clock() + deadline
         self._rng = rng or random.Random()  # jitter, not security
         self._api_token = api_token
 
@@ -402,10 +412,13 @@ class CloudflareClient:
         json_body: Any = None,
     ) -> Envelope:
         repeatable = method in IDEMPOTENT_METHODS
-        # An earlier attempt may have reached Cloudflare and done its work although no answer said so.
+        # An earlier attempt may have reached Cloudflare and done its work although no answer said so (a repeated
+        # DELETE that finds the thing gone is then done; a deadline then leaves the outcome unknown).
         may_have_landed = False
         attempt = 1
+        last_error: Exception | None = None
         while True:
+            self._check_time_left(method, path, maybe_sent=may_have_landed, after=last_error)
             try:
                 return self._attempt(method, path, params=params, json_body=json_body)
             except NotFoundError:
@@ -415,16 +428,21 @@ class CloudflareClient:
                     return Envelope(result=None, result_info=None, messages=())
                 raise
             except RateLimitedError as exc:
+                last_error = exc
                 retry_after = exc.retry_after if exc.retry_after is not None else self.budget.window
                 self.budget.pause(retry_after)
                 if attempt >= self.retry.max_attempts or retry_after > self.retry.max_retry_after:
                     raise
                 delay = self.retry.delay_for_retry_after(retry_after, attempt, self._rng)
-            except ConnectError:
+                if not self._fits(delay):
+                    raise
+            except ConnectError as exc:
+                last_error = exc
                 if attempt >= self.retry.max_attempts:
                     raise
                 delay = self.retry.backoff(attempt, self._rng)
             except (TransportError, APIError) as exc:
+                last_error = exc
                 if not exc.retryable:
                     raise
                 may_have_landed = True
@@ -437,18 +455,37 @@ class CloudflareClient:
                 if attempt >= self.retry.max_attempts:
                     raise
                 delay = self.retry.backoff(attempt, self._rng)
+            self._check_time_left(method, path, maybe_sent=may_have_landed, after=last_error, needed=delay)
             logger.info("cloudflare %s %s: attempt %d failed, retrying in %.2fs", method, path, attempt, delay)
             self._sleep(delay)
             attempt += 1
 
+    def _time_left(self) -> float | None:
+        return None if self._deadline_at is None else self._deadline_at - self._clock()
+
+    def _fits(self, seconds: float) -> bool:
+        left = self._time_left()
+        return left is None or seconds < left
+
+    def _check_time_left(
+        self, method: str, path: str, *, maybe_sent: bool, after: Exception | None, needed: float = 0.0
+    ) -> None:
+        """Raise when the deadline leaves no time for `needed` seconds and then an attempt."""
+        if self._fits(needed):
+            return
+        if maybe_sent:
+            raise DeadlineAfterSendError(
+                f"{method} {path}: Cloudflare did not answer within the {self.deadline:g} s deadline; "
+                "the request may have reached it"
+            ) from after
+        raise DeadlineExceededError(
+            f"{method} {path}: no time left within the {self.deadline:g} s deadline; nothing was sent"
+        ) from after
+
     def _attempt(self, method: str, path: str, *, params: Mapping[str, Any] | None, json_body: Any) -> Envelope:
-        acquire(
-            self.budget,
-            wait=self.wait_for_budget,
-            max_wait=self.max_budget_wait,
-            reserve=self.budget_reserve,
-            sleep=self._sleep,
-        )
+        grant = uuid.uuid4().hex
+        self._acquire_budget(grant)
+        timeout = self._attempt_timeout()
         started = time.monotonic()
         try:
             response = self.session.request(
@@ -457,7 +494,7 @@ class CloudflareClient:
                 params=dict(params or {}),
                 data=json.dumps(json_body) if json_body is not None else None,
                 headers=self._headers(with_body=json_body is not None),
-                timeout=self.timeout,
+                timeout=timeout,
             )
         except requests.exceptions.ConnectTimeout as exc:
             raise ConnectError(f"{method} {path}: could not connect to Cloudflare ({type(exc).__name__})") from exc
@@ -476,6 +513,9 @@ class CloudflareClient:
             raise AmbiguousRequestError(
                 f"{method} {path}: the answer could not be read ({type(exc).__name__})"
             ) from exc
+        finally:
+            # The slot counts from the call's end: Cloudflare may have counted it as late as that (cloudflare.budget).
+            self.budget.settle(grant)
         logger.debug(
             "cloudflare %s %s -> %s in %.0f ms",
             method,
@@ -484,6 +524,32 @@ class CloudflareClient:
             (time.monotonic() - started) * 1000,
         )
         return _parse_envelope(response, method, path)
+
+    def _acquire_budget(self, grant: str) -> None:
+        """A slot held until the attempt can last end; within the deadline, a web request waits only briefly."""
+        max_wait = self.max_budget_wait
+        left = self._time_left()
+        if left is not None:
+            max_wait = left if max_wait is None else min(max_wait, left)
+        acquire(
+            self.budget,
+            wait=self.wait_for_budget,
+            max_wait=max_wait,
+            reserve=self.budget_reserve,
+            clock=self._clock,
+            sleep=self._sleep,
+            grant_id=grant,
+            hold=sum(_timeouts(self.timeout)),
+        )
+
+    def _attempt_timeout(self) -> float | tuple[float, float]:
+        """The configured timeouts, cut to what is left of the deadline."""
+        left = self._time_left()
+        if left is None:
+            return self.timeout
+        connect, read = _timeouts(self.timeout)
+        left = max(left, 0.001)
+        return (min(connect, left), min(read, left))
 
     def _headers(self, *, with_body: bool) -> dict[str, str]:
         headers = {
@@ -548,6 +614,13 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _timeouts(timeout: float | tuple[float, float]) -> tuple[float, float]:
+    """(connect, read) seconds, as requests reads a single number or a pair."""
+    if isinstance(timeout, tuple):
+        return timeout
+    return (timeout, timeout)
 
 
 def _is_last_page(page: Page, page_number: int, per_page: int) -> bool:

@@ -82,6 +82,17 @@ class AmbiguousRequestError(TransportError):
     """
 
 
+class DeadlineExceededError(TransportError):
+    """The caller's deadline (a web request's) left no time for another attempt, backoff or wait.
+
+    Raised as this class when no attempt may have reached Cloudflare: nothing changed.
+    """
+
+
+class DeadlineAfterSendError(DeadlineExceededError, AmbiguousRequestError):
+    """The deadline ran out after an attempt that may have reached Cloudflare: the change may have happened."""
+
+
 class APIError(CloudflareError):
     """Cloudflare answered with an error status or `success: false`."""
 

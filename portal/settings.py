@@ -246,6 +246,19 @@ CLOUDFLARE_EMULATOR_TRANSITION_DELAY = env_float("CLOUDFLARE_EMULATOR_TRANSITION
 CLOUDFLARE_TIMEOUT = env_float("CLOUDFLARE_TIMEOUT", 30.0, minimum=1)
 CLOUDFLARE_RETRY_ATTEMPTS = env_int("CLOUDFLARE_RETRY_ATTEMPTS", 4, minimum=1)
 CLOUDFLARE_RETRY_BASE_DELAY = env_float("CLOUDFLARE_RETRY_BASE_DELAY", 0.5, minimum=0)
+# A web request's time with Cloudflare in total (README, "Slow or failing Cloudflare"): well under gunicorn's
+# timeout (gunicorn.conf.py), so a slow Cloudflare gets a 503 with a message instead of a killed worker.
+CLOUDFLARE_WEB_DEADLINE = env_float("CLOUDFLARE_WEB_DEADLINE", 10.0, minimum=1)
+# The read timeout of one attempt in a web request: below the deadline, so a timed-out revocation leaves time to
+# ask Cloudflare whether it happened.
+CLOUDFLARE_WEB_TIMEOUT = env_float("CLOUDFLARE_WEB_TIMEOUT", 4.0, minimum=0.5)
+if CLOUDFLARE_WEB_TIMEOUT >= CLOUDFLARE_WEB_DEADLINE:
+    raise ImproperlyConfigured(
+        f"CLOUDFLARE_WEB_TIMEOUT must be less than CLOUDFLARE_WEB_DEADLINE ({CLOUDFLARE_WEB_DEADLINE:g}), "
+        f"got {CLOUDFLARE_WEB_TIMEOUT:g}"
+    )
+# The longest a web request sleeps for a Retry-After or waits for the call budget (a longer wait fails at once).
+CLOUDFLARE_WEB_MAX_WAIT = env_float("CLOUDFLARE_WEB_MAX_WAIT", 2.0, minimum=0)
 # Cloudflare allows 1,200 calls per 300 s per user across all tokens, the dashboard's included (FACTS.md §9):
 # the default leaves 200 to people using the dashboard with the same account (check_cloudflare warns above 1,100).
 CLOUDFLARE_CALL_BUDGET = env_int("CLOUDFLARE_CALL_BUDGET", 1000, minimum=1)
