@@ -137,7 +137,7 @@ def certificate_issue(
     try:
         issued = client.create_client_certificate(certificate.zone_id, csr=validated.pem, validity_days=validity_days)
     except cf_errors.AmbiguousRequestError as exc:
-        return _resolve_ambiguous_create(certificate, error=exc, origin=origin)
+        return _resolve_ambiguous_create(certificate, error=exc, origin=origin, client=client)
     except cf_errors.QuotaExceededError as exc:
         _record_failure(certificate, exc, origin)
         raise QuotaError(ZONE_FULL) from exc
@@ -248,7 +248,7 @@ def _check_issue_rate(*, user: AbstractBaseUser) -> None:
 
 
 def _resolve_ambiguous_create(
-    certificate: Certificate, *, error: cf_errors.CloudflareError, origin: Origin
+    certificate: Certificate, *, error: cf_errors.CloudflareError, origin: Origin, client: CloudflareClient
 ) -> Certificate:
     """The create may have happened: look for it before anyone tries again (DESIGN.md, Budgets)."""
     Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.ISSUING).update(
@@ -256,7 +256,8 @@ def _resolve_ambiguous_create(
     )
     audit(AuditEvent.Action.ISSUE_UNCONFIRMED, origin, certificate=certificate, old="issuing", new="unconfirmed")
     try:
-        settled = certificate_reconcile_unconfirmed(certificate=certificate, origin=origin)
+        # The web request's own client: what is left of its deadline bounds the look, the workers do the rest.
+        settled = certificate_reconcile_unconfirmed(certificate=certificate, origin=origin, client=client)
     except cf_errors.CloudflareError:
         settled = certificate
     if settled.status not in Certificate.IN_FLIGHT | {Certificate.Status.FAILED}:
@@ -282,7 +283,11 @@ def unconfirmed_grace() -> timedelta:
 
 
 def certificate_reconcile_unconfirmed(
-    *, certificate: Certificate, origin: Origin, listing: Iterable[ClientCertificate] | None = None
+    *,
+    certificate: Certificate,
+    origin: Origin,
+    listing: Iterable[ClientCertificate] | None = None,
+    client: CloudflareClient | None = None,
 ) -> Certificate:
     """Find the certificate made from this CSR in the zone's listing (fetched if not given) and adopt it.
 
@@ -290,7 +295,7 @@ def certificate_reconcile_unconfirmed(
     period), or failed (not listed after it: the create never happened and the user may try again).
     """
     if listing is None:
-        listing = get_cloudflare_client().iter_client_certificates(certificate.zone_id)
+        listing = (client or get_cloudflare_client()).iter_client_certificates(certificate.zone_id)
     match = next((issued for issued in listing if same_request(issued, certificate)), None)
     if match is not None:
         return _record_issued(

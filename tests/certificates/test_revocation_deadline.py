@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+from django.test import Client
 
 from certificates import services
 from certificates.models import AuditEvent, Certificate
@@ -148,3 +150,31 @@ def test_a_long_pause_fails_at_once_with_when_to_try_again(shared_budget, alice)
     certificate.refresh_from_db()
     assert certificate.status == Certificate.Status.ACTIVE
     assert caught.value.status_code == 503
+
+
+@pytest.mark.parametrize("fault", ["timeout", "server_error"])
+def test_a_web_request_never_waits_on_cloudflare_with_a_workers_patience(emulator, alice, monkeypatch, fault):
+    """After an ambiguous create, the request looks for the certificate with its own client (the web deadline),
+    not a worker's (30 s timeouts, a minute's wait for the budget); the workers look further."""
+    from certificates import services as services_module
+    from tests.certificates.test_api import token_for
+
+    built: list[bool] = []
+    real = services_module.get_cloudflare_client
+
+    def recording(**kwargs):
+        built.append(kwargs.get("wait_for_budget", True))
+        return real(**kwargs)
+
+    monkeypatch.setattr(services_module, "get_cloudflare_client", recording)
+    emulator.faults.create_commits_then_fails(mode=fault)
+    body = {"csr": policy_csr(alice), "validity_days": 365, "name": "ci"}
+
+    Client().post(
+        "/api/v1/certificates",
+        json.dumps(body),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token_for(alice)}"},
+    )
+
+    assert built == [False]
