@@ -9,7 +9,7 @@ COPY certificates certificates
 COPY cloudflare cloudflare
 COPY templates templates
 COPY static static
-COPY manage.py ./
+COPY manage.py gunicorn.conf.py ./
 # collectstatic only reads settings: the stand-ins are named so that start-up accepts the empty build environment.
 RUN pip install --no-cache-dir . \
     && DEBUG=false SECRET_KEY=collectstatic-only CLOUDFLARE_EMULATOR=true EMAIL_CONSOLE=true \
@@ -18,4 +18,4 @@ RUN pip install --no-cache-dir . \
 
 USER portal
 EXPOSE 8000
-CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+CMD ["gunicorn", "portal.wsgi:application", "--config", "gunicorn.conf.py"]

@@ -1,7 +1,7 @@
 """Shared set-up for the benchmarks: a throw-away database and an in-process emulator, with its request log.
 
-Benchmarks count Cloudflare calls from the emulator's log (and time where time is the target); their
-output is committed under bench/results/.
+Benchmarks count Cloudflare calls from the emulator's log or from count_traffic (and time where time is the
+target); their output is committed under bench/results/.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,6 +43,39 @@ def use_emulator(**kwargs):  # type: ignore[no-untyped-def]
     integrations.get_emulator = lambda: emulator  # type: ignore[assignment]
     integrations.get_call_budget = lambda: LocalBudget()  # type: ignore[assignment]
     return emulator
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    sent: int  # request body bytes
+    received: int  # response body bytes
+
+
+def count_traffic() -> list[Call]:
+    """Record every call of the portal's Cloudflare clients made from now on, with the sizes of its bodies.
+
+    A response hook on each client's requests.Session, added where get_cloudflare_client mounts the emulator,
+    so the count is the client's own view: one entry per HTTP attempt, retries included.
+    """
+    from portal import integrations
+
+    calls: list[Call] = []
+    mount = integrations.mount_wsgi_app
+
+    def record(response, *args, **kwargs):  # type: ignore[no-untyped-def]
+        body = response.request.body or b""
+        sent = len(body.encode() if isinstance(body, str) else body)
+        path = response.request.path_url.split("?")[0]
+        calls.append(Call(response.request.method, path, sent, len(response.content)))
+
+    def mount_and_count(session, base_url, app):  # type: ignore[no-untyped-def]
+        mount(session, base_url, app)
+        session.hooks["response"].append(record)
+
+    integrations.mount_wsgi_app = mount_and_count  # type: ignore[assignment]
+    return calls
 
 
 def header(title: str, command: str) -> str:

@@ -24,8 +24,15 @@ from portal.integrations import get_cloudflare_client
 logger = logging.getLogger(__name__)
 
 SYSTEM = Origin(actor=None)
-# An issuance still `issuing` after this long lost its process mid-call: treat it as unconfirmed.
-STUCK_ISSUING_AFTER = timedelta(minutes=5)
+
+
+def stuck_issuing_after() -> timedelta:
+    """An issuance still `issuing` after this long lost its process mid-call: treat it as unconfirmed."""
+    return timedelta(seconds=settings.CERTIFICATE_STUCK_ISSUING_SECONDS)
+
+
+# Reconciliation lists every status by name: Cloudflare's schema declares no default for the filter.
+ALL_STATUSES = "all"
 
 
 @dataclass
@@ -128,7 +135,7 @@ def zone_reconcile(*, zone_id: str) -> ReconcileResult:
     # Read the rows before listing: a row changed after this read (a revocation in the portal, say) is newer
     # than the listing, and the compare-and-set below on updated_at leaves it alone.
     rows = list(Certificate.objects.filter(zone_id=zone_id).exclude(cloudflare_id="").select_related("owner"))
-    remote = list(get_cloudflare_client().iter_client_certificates(zone_id))
+    remote = list(get_cloudflare_client().iter_client_certificates(zone_id, status=ALL_STATUSES))
     by_id = {c.id: c for c in remote}
     _adopt_unconfirmed(zone_id, remote, result)
     known_ids = set(Certificate.objects.filter(zone_id=zone_id).values_list("cloudflare_id", flat=True))
@@ -155,7 +162,7 @@ def zone_reconcile(*, zone_id: str) -> ReconcileResult:
 
 def certificates_mark_stuck(*, now: datetime, zone_id: str | None = None) -> list[int]:
     """Issuances whose process died mid-call become unconfirmed, so that reconciliation settles them."""
-    stuck = Certificate.objects.filter(status=Certificate.Status.ISSUING, updated_at__lt=now - STUCK_ISSUING_AFTER)
+    stuck = Certificate.objects.filter(status=Certificate.Status.ISSUING, updated_at__lt=now - stuck_issuing_after())
     if zone_id is not None:
         stuck = stuck.filter(zone_id=zone_id)
     ids = list(stuck.values_list("pk", flat=True))

@@ -161,7 +161,7 @@ def _create_reserved(
     try:
         issued = client.create_client_certificate(certificate.zone_id, csr=validated.pem, validity_days=validity_days)
     except cf_errors.AmbiguousRequestError as exc:
-        return _resolve_ambiguous_create(certificate, error=exc, origin=origin)
+        return _resolve_ambiguous_create(certificate, error=exc, origin=origin, client=client)
     except cf_errors.QuotaExceededError as exc:
         _record_failure(certificate, exc, origin)
         raise QuotaError(ZONE_FULL) from exc
@@ -272,12 +272,13 @@ def _check_issue_rate(*, user: AbstractBaseUser) -> None:
 
 
 def _resolve_ambiguous_create(
-    certificate: Certificate, *, error: cf_errors.CloudflareError, origin: Origin
+    certificate: Certificate, *, error: cf_errors.CloudflareError, origin: Origin, client: CloudflareClient
 ) -> Certificate:
     """The create may have happened: look for it before anyone tries again (DESIGN.md, Budgets)."""
     _mark_unconfirmed(certificate, error=error, origin=origin)
     try:
-        settled = certificate_reconcile_unconfirmed(certificate=certificate, origin=origin)
+        # The web request's own client: what is left of its deadline bounds the look, the workers do the rest.
+        settled = certificate_reconcile_unconfirmed(certificate=certificate, origin=origin, client=client)
     except cf_errors.CloudflareError:
         settled = certificate
     if settled.status not in Certificate.IN_FLIGHT | {Certificate.Status.FAILED}:
@@ -304,13 +305,20 @@ def _mark_unconfirmed(certificate: Certificate, *, error: Exception, origin: Ori
     return bool(updated)
 
 
-# Cloudflare's create answers within seconds; a certificate still missing from the listing this long after an
-# ambiguous create was never made.
-UNCONFIRMED_GRACE = timedelta(minutes=5)
+def unconfirmed_grace() -> timedelta:
+    """A certificate still missing from the listing this long after an ambiguous create was never made.
+
+    Cloudflare's create answers within seconds; CERTIFICATE_UNCONFIRMED_GRACE_SECONDS says why 60 s is enough.
+    """
+    return timedelta(seconds=settings.CERTIFICATE_UNCONFIRMED_GRACE_SECONDS)
 
 
 def certificate_reconcile_unconfirmed(
-    *, certificate: Certificate, origin: Origin, listing: Iterable[ClientCertificate] | None = None
+    *,
+    certificate: Certificate,
+    origin: Origin,
+    listing: Iterable[ClientCertificate] | None = None,
+    client: CloudflareClient | None = None,
 ) -> Certificate:
     """Find the certificate made from this CSR in the zone's listing (fetched if not given) and adopt it.
 
@@ -318,7 +326,7 @@ def certificate_reconcile_unconfirmed(
     period), or failed (not listed after it: the create never happened and the user may try again).
     """
     if listing is None:
-        listing = get_cloudflare_client().iter_client_certificates(certificate.zone_id)
+        listing = (client or get_cloudflare_client()).iter_client_certificates(certificate.zone_id)
     match = next((issued for issued in listing if same_request(issued, certificate)), None)
     if match is not None:
         return _record_issued(
@@ -326,7 +334,7 @@ def certificate_reconcile_unconfirmed(
         )
     now = timezone.now()
     updated = Certificate.objects.filter(
-        pk=certificate.pk, status=Certificate.Status.UNCONFIRMED, updated_at__lte=now - UNCONFIRMED_GRACE
+        pk=certificate.pk, status=Certificate.Status.UNCONFIRMED, updated_at__lte=now - unconfirmed_grace()
     ).update(
         status=Certificate.Status.FAILED,
         last_error="Cloudflare has no certificate for this request; nothing was issued.",
@@ -414,17 +422,75 @@ def certificate_revoke(*, certificate: Certificate, origin: Origin, reason: str 
         )
     _check_revoke_rate(certificate=certificate, origin=origin)
     old = certificate.status
-    result = _call_cloudflare(
-        lambda client: client.revoke_client_certificate(certificate.zone_id, certificate.cloudflare_id)
-    )
+    client = get_cloudflare_client(wait_for_budget=False)
+    try:
+        result = _call_cloudflare(
+            lambda client: client.revoke_client_certificate(certificate.zone_id, certificate.cloudflare_id),
+            client=client,
+        )
+    except CloudflareUnavailableError as exc:
+        if not _may_have_committed(exc.__cause__):
+            raise
+        # Timed out or failed after it was sent: the DELETE may have committed. Ask now (with what is left of
+        # the web deadline), so the user learns the outcome and the revocation keeps their reason.
+        return _revocation_outcome(certificate, client=client, origin=origin, reason=reason, error=exc)
+    return _record_revocation(certificate, expected=old, status=result.status.value, origin=origin, reason=reason)
+
+
+def _record_revocation(
+    certificate: Certificate, *, expected: str, status: str, origin: Origin, reason: str
+) -> Certificate:
     return _record_transition(
         certificate,
-        expected=old,
-        new=result.status.value,
+        expected=expected,
+        new=status,
         origin=origin,
         action=AuditEvent.Action.REVOCATION_REQUESTED,
         detail={"reason": reason[:500]} if reason else {},
     )
+
+
+def _may_have_committed(error: BaseException | None) -> bool:
+    if isinstance(error, cf_errors.AmbiguousRequestError):
+        return True
+    # A 5xx or a broken answer, after the client's retries: the last attempt may have been carried out.
+    return (
+        isinstance(error, cf_errors.APIError) and error.retryable and not isinstance(error, cf_errors.RateLimitedError)
+    )
+
+
+def _revocation_outcome(
+    certificate: Certificate, *, client: CloudflareClient, origin: Origin, reason: str, error: Exception
+) -> Certificate:
+    try:
+        revoked = certificate_confirm_revocation(certificate=certificate, origin=origin, reason=reason, client=client)
+    except cf_errors.CloudflareError:
+        # No time left or still no answer: a worker asks Cloudflare at once and records it with the reason.
+        from certificates.tasks import request_revocation_check
+
+        request_revocation_check(certificate.pk, reason=reason, origin=origin)
+        raise CloudflareUnavailableError(
+            "Cloudflare is slow right now, and the revocation may have gone through. The portal is checking: "
+            "within a minute this certificate shows as pending revocation if it did; if not, try again."
+        ) from error
+    if revoked:
+        certificate.refresh_from_db()
+        return certificate
+    raise CloudflareUnavailableError("Cloudflare is slow right now; nothing changed. Try again soon.") from error
+
+
+def certificate_confirm_revocation(
+    *, certificate: Certificate, origin: Origin, reason: str = "", client: CloudflareClient | None = None
+) -> bool:
+    """After a revocation whose answer was lost: read the certificate at Cloudflare and, if the revocation did
+    happen, record it with the requester's reason. True when Cloudflare has it revoked (or revoking)."""
+    remote = (client or get_cloudflare_client()).get_client_certificate(certificate.zone_id, certificate.cloudflare_id)
+    if remote.status.value not in (Certificate.Status.PENDING_REVOCATION, Certificate.Status.REVOKED):
+        return False
+    current = Certificate.objects.get(pk=certificate.pk)
+    if current.is_revocable:
+        _record_revocation(current, expected=current.status, status=remote.status.value, origin=origin, reason=reason)
+    return True
 
 
 def _check_revoke_rate(*, certificate: Certificate, origin: Origin) -> None:
@@ -466,8 +532,10 @@ def certificate_reactivate(*, certificate: Certificate, origin: Origin) -> Certi
     )
 
 
-def _call_cloudflare(call: Callable[[CloudflareClient], ClientCertificate]) -> ClientCertificate:
-    client = get_cloudflare_client(wait_for_budget=False)
+def _call_cloudflare(
+    call: Callable[[CloudflareClient], ClientCertificate], *, client: CloudflareClient | None = None
+) -> ClientCertificate:
+    client = client or get_cloudflare_client(wait_for_budget=False)
     try:
         return call(client)
     except cf_errors.NotFoundError as exc:

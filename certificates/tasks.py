@@ -1,18 +1,22 @@
 """Celery tasks: thin wrappers that take ids and call services (HOUSE_STYLE.md §13 to §15).
 
-Transient Cloudflare failures (429, 5xx, timeouts, an exhausted call budget) are retried with
-exponential backoff; the attempt count and last error of a certificate in flight are kept on its row.
+One retry policy (`retry_or_raise`): errors marked `retryable` (429, 5xx, timeouts, an exhausted call budget) come
+back with jittered exponential backoff, never before a Retry-After; the rest (a bad token, a request Cloudflare
+refuses) are raised at once, since repeating them cannot help. Periodic tasks never retry: the next period is
+their retry. The attempt count and last error of a certificate in flight are kept on its row.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task, shared_task
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
@@ -20,7 +24,12 @@ from django.utils import timezone
 
 from certificates import lifecycle
 from certificates.models import Certificate, FirewallState
-from certificates.services import certificate_reconcile_unconfirmed
+from certificates.services import (
+    Origin,
+    certificate_confirm_revocation,
+    certificate_reconcile_unconfirmed,
+    unconfirmed_grace,
+)
 from cloudflare.errors import CloudflareError
 
 logger = logging.getLogger(__name__)
@@ -28,14 +37,31 @@ logger = logging.getLogger(__name__)
 # A zone whose sync was requested this long after the debounce and is still not synced lost its queued sync.
 REQUESTED_SYNC_GRACE_SECONDS = 10
 
-TRANSIENT = (CloudflareError,)
-RETRY = {
-    "autoretry_for": TRANSIENT,
-    "retry_backoff": 5,
-    "retry_backoff_max": 300,
-    "retry_jitter": True,
-    "max_retries": 8,
-}
+MAX_RETRIES = 8
+BACKOFF_SECONDS = 5.0
+BACKOFF_MAX_SECONDS = 300.0
+# A chain of follow-up syncs (see request_follow_up_sync) stops after this many; the periodic sync remains.
+FOLLOW_UPS_AT_MOST = 3
+
+
+def retry_or_raise(task: Task, exc: Exception) -> NoReturn:
+    """Retry `exc` later if repeating can help (`retryable`), else raise it now."""
+    if not getattr(exc, "retryable", False):
+        raise exc
+    retry_later(task, exc=exc, countdown=backoff_seconds(task.request.retries, exc))
+
+
+def retry_later(
+    task: Task, *, exc: Exception | None = None, countdown: float, max_retries: int = MAX_RETRIES
+) -> NoReturn:
+    raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries)
+
+
+def backoff_seconds(retries: int, exc: Exception | None = None) -> float:
+    """Full-jitter exponential backoff, but never sooner than the Retry-After the error carries."""
+    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_SECONDS * 2**retries)
+    retry_after = getattr(exc, "retry_after", None) or 0.0
+    return max(random.uniform(ceiling / 2, ceiling), retry_after)  # jitter, not security
 
 
 def _zones() -> list[str]:
@@ -44,7 +70,8 @@ def _zones() -> list[str]:
     return sorted(zones)
 
 
-@shared_task(**RETRY)
+# Periodic tasks (beat) do not retry: a failed run is repeated by the next period, not stacked on top of it.
+@shared_task
 def poll_certificates() -> dict[str, Any]:
     changed = {}
     for zone_id in _zones():
@@ -55,7 +82,7 @@ def poll_certificates() -> dict[str, Any]:
     return changed
 
 
-@shared_task(**RETRY)
+@shared_task
 def reconcile_zone() -> dict[str, Any]:
     summary = {}
     for zone_id in _zones():
@@ -71,7 +98,7 @@ def reconcile_zone() -> dict[str, Any]:
     return summary
 
 
-@shared_task(bind=True, max_retries=8)
+@shared_task(bind=True, max_retries=MAX_RETRIES)
 def reconcile_certificate(self: Task, certificate_id: int) -> str:
     """Settle one unconfirmed issuance: adopt what Cloudflare made, or mark it failed."""
     certificate = Certificate.objects.filter(pk=certificate_id, status=Certificate.Status.UNCONFIRMED).first()
@@ -82,15 +109,20 @@ def reconcile_certificate(self: Task, certificate_id: int) -> str:
     )
     try:
         settled = certificate_reconcile_unconfirmed(certificate=certificate, origin=lifecycle.SYSTEM)
-    except TRANSIENT as exc:
+    except CloudflareError as exc:
         Certificate.objects.filter(pk=certificate_id).update(last_error=str(exc)[:2000])
-        raise self.retry(exc=exc, countdown=min(300, 5 * 2**self.request.retries)) from exc
+        retry_or_raise(self, exc)
     if settled.status == Certificate.Status.UNCONFIRMED:
-        # Not listed yet: look again after the grace period has had time to pass.
-        raise self.retry(countdown=60, max_retries=20)
+        # Not listed yet: look again just after the grace period ends, when not being listed settles it.
+        retry_later(self, countdown=_seconds_left_of_grace(settled) + 1, max_retries=20)
     if settled.status != Certificate.Status.FAILED:
         request_firewall_sync(certificate.zone_id)
     return settled.status
+
+
+def _seconds_left_of_grace(certificate: Certificate) -> float:
+    ends = certificate.updated_at + unconfirmed_grace()
+    return max(0.0, (ends - timezone.now()).total_seconds())
 
 
 @shared_task
@@ -99,7 +131,7 @@ def sweep_stuck() -> int:
     now = timezone.now()
     newly_stuck = lifecycle.certificates_mark_stuck(now=now)
     # Plus rows nobody has tried for a while: a row being retried by its own task is left to it.
-    idle = now - lifecycle.STUCK_ISSUING_AFTER
+    idle = now - lifecycle.stuck_issuing_after()
     forgotten = (
         Certificate.objects.filter(status=Certificate.Status.UNCONFIRMED, updated_at__lt=idle)
         .filter(Q(last_attempt_at__isnull=True) | Q(last_attempt_at__lt=idle))
@@ -111,18 +143,18 @@ def sweep_stuck() -> int:
     return len(stuck)
 
 
-@shared_task(bind=True, max_retries=8)
-def sync_firewall(self: Task, zone_id: str) -> dict[str, Any]:
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def sync_firewall(self: Task, zone_id: str, follow_up: int = 0) -> dict[str, Any]:
     from certificates.firewall.sync import SyncBusy, firewall_sync
 
     try:
-        plan = firewall_sync(zone_id=zone_id)
+        plan = firewall_sync(zone_id=zone_id, follow_up=follow_up)
     except SyncBusy as exc:
         # The running sync may have read the database before our change: run again after it, for as long
         # as a lease can last.
-        raise self.retry(exc=exc, countdown=10, max_retries=40) from exc
-    except TRANSIENT as exc:
-        raise self.retry(exc=exc, countdown=min(300, 5 * 2**self.request.retries)) from exc
+        retry_later(self, exc=exc, countdown=10, max_retries=40)
+    except CloudflareError as exc:
+        retry_or_raise(self, exc)
     return {"added": len(plan.add), "updated": len(plan.update), "deleted": len(plan.delete)}
 
 
@@ -172,6 +204,55 @@ def request_firewall_sync(zone_id: str) -> None:
             sync_firewall.apply_async(args=[zone_id], countdown=delay)
 
     transaction.on_commit(lambda: _enqueue_quietly(enqueue, f"a firewall sync of zone {zone_id}"))
+
+
+def request_follow_up_sync(zone_id: str, *, follow_up: int) -> None:
+    """Sync again FIREWALL_FOLLOW_UP_SECONDS from now, when a write whose outcome was unknown has landed or never
+    will: whatever a late commit undid is rewritten. `follow_up` counts the chain, which stops at
+    FOLLOW_UPS_AT_MOST (Cloudflare hanging on every write must not keep a sync queued forever)."""
+    if follow_up > FOLLOW_UPS_AT_MOST:
+        logger.warning(
+            "zone %s: %d follow-up syncs in a row met unknown outcomes; the periodic sync goes on",
+            zone_id,
+            follow_up - 1,
+        )
+        return
+    delay = settings.FIREWALL_FOLLOW_UP_SECONDS
+
+    def enqueue() -> None:
+        # One follow-up a zone at a time: it reads the rules after every uncertain write before it.
+        if cache.add(f"firewall-follow-up:{zone_id}", "1", timeout=delay):
+            sync_firewall.apply_async(args=[zone_id], kwargs={"follow_up": follow_up}, countdown=delay)
+
+    transaction.on_commit(lambda: _enqueue_quietly(enqueue, f"a follow-up sync of zone {zone_id}"))
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def confirm_revocation(
+    self: Task, certificate_id: int, reason: str = "", actor_id: int | None = None, remote_addr: str | None = None
+) -> bool:
+    """A web revocation lost its answer: record it, with the requester's reason, if Cloudflare carried it out."""
+    certificate = Certificate.objects.filter(pk=certificate_id).first()
+    if certificate is None or not certificate.is_revocable:
+        return False
+    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id is not None else None
+    try:
+        return certificate_confirm_revocation(
+            certificate=certificate, origin=Origin(actor=actor, remote_addr=remote_addr), reason=reason
+        )
+    except CloudflareError as exc:
+        retry_or_raise(self, exc)
+
+
+def request_revocation_check(certificate_id: int, *, reason: str, origin: Origin) -> None:
+    actor_id = origin.actor.pk if origin.actor is not None and origin.actor.is_authenticated else None
+    # Lost with Redis down: the periodic reconciliation still records a revocation Cloudflare carried out.
+    transaction.on_commit(
+        lambda: _enqueue_quietly(
+            lambda: confirm_revocation.delay(certificate_id, reason, actor_id, origin.remote_addr),
+            f"the revocation check of certificate {certificate_id}",
+        )
+    )
 
 
 def request_reconcile(certificate_id: int) -> None:

@@ -19,7 +19,7 @@ from certificates.models import AccessRequest, ApiToken, AuditEvent, Certificate
 from certificates.policy import get_policy
 from certificates.views_helpers import origin_of
 from cloudflare.errors import CloudflareError
-from portal.integrations import get_zone_id
+from portal.integrations import get_cloudflare_client, get_zone_id
 
 
 def _own_certificate(request: HttpRequest, pk: int) -> Certificate:
@@ -238,7 +238,8 @@ def firewall_status(request: HttpRequest) -> HttpResponse:
     state = FirewallState.objects.filter(zone_id=zone_id).first()
     plan, error = None, None
     try:
-        plan = firewall_plan(zone_id=zone_id)[0]
+        # A page: the web client, whose deadline keeps a slow Cloudflare from holding the request.
+        plan = firewall_plan(zone_id=zone_id, client=get_cloudflare_client(wait_for_budget=False))[0]
     except (FirewallSyncError, CloudflareError) as exc:
         error = str(exc)
     context = {"zone_id": zone_id, "state": state, "plan": plan, "error": error}

@@ -12,6 +12,7 @@ import logging
 import random
 import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,9 +27,12 @@ from cloudflare.errors import (
     AmbiguousRequestError,
     APIError,
     ConnectError,
+    DeadlineAfterSendError,
+    DeadlineExceededError,
     ErrorDetail,
     InvalidArgumentError,
     InvalidResponseError,
+    NotFoundError,
     RateLimitedError,
     TransportError,
     error_class_for,
@@ -74,6 +78,10 @@ class Page:
 
 
 class CloudflareClient:
+    # Writes that may have reached Cloudflare without the client learning their outcome, retried or not. Such a
+    # write can still commit later, over a newer one: a caller that counts them can check again afterwards.
+    uncertain_writes: int = 0
+
     def __init__(
         self,
         *,
@@ -86,7 +94,9 @@ class CloudflareClient:
         wait_for_budget: bool = True,
         max_budget_wait: float | None = 60.0,
         budget_reserve: int = 0,
+        deadline: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         if not api_token:
@@ -103,6 +113,11 @@ class CloudflareClient:
         # Slots of the budget's window this client leaves to others (cloudflare.budget, "Priorities").
         self.budget_reserve = budget_reserve
         self._sleep = sleep
+        self._clock = clock
+        # A web request's bound on its time with Cloudflare, counted from the client's creation (one client per
+        # request): every attempt, backoff, Retry-After sleep and budget wait must fit in what is left of it.
+        self.deadline = deadline
+        self._deadline_at = None if deadline is None else clock() + deadline
         self._rng = rng or random.Random()  # jitter, not security
         self._api_token = api_token
 
@@ -135,7 +150,8 @@ class CloudflareClient:
         _check_zone_id(zone_id)
         _check_object_id(certificate_id, "client certificate id")
         envelope = self._call("DELETE", f"/zones/{zone_id}/client_certificates/{certificate_id}")
-        return ClientCertificate.from_api(envelope.result)
+        # None: an earlier attempt went through and the retry found the certificate gone (see _call).
+        return ClientCertificate.from_api(envelope.result or {"id": certificate_id, "status": "revoked"})
 
     def reactivate_client_certificate(self, zone_id: str, certificate_id: str) -> ClientCertificate:
         """Undo a revocation that is still `pending_revocation` (SPEC-2026 body, FACTS.md §2)."""
@@ -173,10 +189,12 @@ class CloudflareClient:
         self,
         zone_id: str,
         *,
-        status: CertificateStatus | str | None = None,
+        status: CertificateStatus | str = "all",
         per_page: int = MAX_PER_PAGE,
     ) -> Iterator[ClientCertificate]:
-        """Every certificate of the zone, page by page, driven by `result_info`.
+        """Every certificate of the zone with `status`, page by page, driven by `result_info`.
+
+        `status` is always sent: the schema declares no default (FACTS.md §1), so "all" is asked for by name.
 
         Statuses can change while we page (a revocation completes), which shifts later pages; an id is
         yielded once even if it shows up on two pages.
@@ -369,7 +387,19 @@ class CloudflareClient:
         _check_hex_id(ruleset_id, "ruleset id")
         _check_hex_id(rule_id, "rule id")
         envelope = self._call("DELETE", f"/zones/{zone_id}/rulesets/{ruleset_id}/rules/{rule_id}")
+        if envelope.result is None:
+            return self._ruleset_after_gone_rule(zone_id, ruleset_id, rule_id)
         return Ruleset.from_api(envelope.result)
+
+    def _ruleset_after_gone_rule(self, zone_id: str, ruleset_id: str, rule_id: str) -> Ruleset:
+        """The retried delete found the rule gone: the ruleset as it is now, read again (the 404 carries none).
+
+        The portal deletes rules only from the custom-rules entrypoint, so that is the ruleset to read.
+        """
+        entrypoint = self.get_entrypoint(zone_id)
+        if entrypoint is None or entrypoint.id != ruleset_id:
+            raise NotFoundError(404, (ErrorDetail(0, f"ruleset {ruleset_id} is gone"),), method="GET", path=zone_id)
+        return entrypoint
 
     # -- transport ---------------------------------------------------------------------------------------
 
@@ -382,23 +412,42 @@ class CloudflareClient:
         json_body: Any = None,
     ) -> Envelope:
         repeatable = method in IDEMPOTENT_METHODS
+        # An earlier attempt may have reached Cloudflare and done its work although no answer said so (a repeated
+        # DELETE that finds the thing gone is then done; a deadline then leaves the outcome unknown).
+        may_have_landed = False
         attempt = 1
+        last_error: Exception | None = None
         while True:
+            self._check_time_left(method, path, maybe_sent=may_have_landed, after=last_error)
             try:
                 return self._attempt(method, path, params=params, json_body=json_body)
+            except NotFoundError:
+                if method == "DELETE" and may_have_landed:
+                    # The first attempt deleted it; the repeat finds it gone. Deleting is done, not failed.
+                    logger.info("cloudflare %s %s: gone after an earlier attempt; done", method, path)
+                    return Envelope(result=None, result_info=None, messages=())
+                raise
             except RateLimitedError as exc:
+                last_error = exc
                 retry_after = exc.retry_after if exc.retry_after is not None else self.budget.window
                 self.budget.pause(retry_after)
                 if attempt >= self.retry.max_attempts or retry_after > self.retry.max_retry_after:
                     raise
                 delay = self.retry.delay_for_retry_after(retry_after, attempt, self._rng)
-            except ConnectError:
+                if not self._fits(delay):
+                    raise
+            except ConnectError as exc:
+                last_error = exc
                 if attempt >= self.retry.max_attempts:
                     raise
                 delay = self.retry.backoff(attempt, self._rng)
             except (TransportError, APIError) as exc:
+                last_error = exc
                 if not exc.retryable:
                     raise
+                may_have_landed = True
+                if method != "GET":
+                    self.uncertain_writes += 1
                 if not repeatable:
                     raise AmbiguousRequestError(
                         f"{method} {path} may have reached Cloudflare but failed ({exc}); reconcile before repeating it"
@@ -406,18 +455,37 @@ class CloudflareClient:
                 if attempt >= self.retry.max_attempts:
                     raise
                 delay = self.retry.backoff(attempt, self._rng)
+            self._check_time_left(method, path, maybe_sent=may_have_landed, after=last_error, needed=delay)
             logger.info("cloudflare %s %s: attempt %d failed, retrying in %.2fs", method, path, attempt, delay)
             self._sleep(delay)
             attempt += 1
 
+    def _time_left(self) -> float | None:
+        return None if self._deadline_at is None else self._deadline_at - self._clock()
+
+    def _fits(self, seconds: float) -> bool:
+        left = self._time_left()
+        return left is None or seconds < left
+
+    def _check_time_left(
+        self, method: str, path: str, *, maybe_sent: bool, after: Exception | None, needed: float = 0.0
+    ) -> None:
+        """Raise when the deadline leaves no time for `needed` seconds and then an attempt."""
+        if self._fits(needed):
+            return
+        if maybe_sent:
+            raise DeadlineAfterSendError(
+                f"{method} {path}: Cloudflare did not answer within the {self.deadline:g} s deadline; "
+                "the request may have reached it"
+            ) from after
+        raise DeadlineExceededError(
+            f"{method} {path}: no time left within the {self.deadline:g} s deadline; nothing was sent"
+        ) from after
+
     def _attempt(self, method: str, path: str, *, params: Mapping[str, Any] | None, json_body: Any) -> Envelope:
-        acquire(
-            self.budget,
-            wait=self.wait_for_budget,
-            max_wait=self.max_budget_wait,
-            reserve=self.budget_reserve,
-            sleep=self._sleep,
-        )
+        grant = uuid.uuid4().hex
+        self._acquire_budget(grant)
+        timeout = self._attempt_timeout()
         started = time.monotonic()
         try:
             response = self.session.request(
@@ -426,16 +494,28 @@ class CloudflareClient:
                 params=dict(params or {}),
                 data=json.dumps(json_body) if json_body is not None else None,
                 headers=self._headers(with_body=json_body is not None),
-                timeout=self.timeout,
+                timeout=timeout,
             )
-        except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as exc:
+        except requests.exceptions.ConnectTimeout as exc:
             raise ConnectError(f"{method} {path}: could not connect to Cloudflare ({type(exc).__name__})") from exc
+        except requests.exceptions.SSLError as exc:
+            # TLS fails during the handshake or while the answer is read, and requests does not say which: the
+            # request may have been sent.
+            raise AmbiguousRequestError(f"{method} {path}: TLS failed, possibly after sending ({exc})") from exc
         except requests.exceptions.ConnectionError as exc:
             if _nothing_was_sent(exc):
                 raise ConnectError(f"{method} {path}: could not connect to Cloudflare") from exc
             raise AmbiguousRequestError(f"{method} {path}: the connection failed mid-call") from exc
         except requests.exceptions.Timeout as exc:
             raise AmbiguousRequestError(f"{method} {path}: no answer within the read timeout") from exc
+        except (requests.exceptions.RequestException, OSError) as exc:
+            # Anything else failed once the request was on its way (a broken chunked body, an undecodable answer).
+            raise AmbiguousRequestError(
+                f"{method} {path}: the answer could not be read ({type(exc).__name__})"
+            ) from exc
+        finally:
+            # The slot counts from the call's end: Cloudflare may have counted it as late as that (cloudflare.budget).
+            self.budget.settle(grant)
         logger.debug(
             "cloudflare %s %s -> %s in %.0f ms",
             method,
@@ -444,6 +524,32 @@ class CloudflareClient:
             (time.monotonic() - started) * 1000,
         )
         return _parse_envelope(response, method, path)
+
+    def _acquire_budget(self, grant: str) -> None:
+        """A slot held until the attempt can last end; within the deadline, a web request waits only briefly."""
+        max_wait = self.max_budget_wait
+        left = self._time_left()
+        if left is not None:
+            max_wait = left if max_wait is None else min(max_wait, left)
+        acquire(
+            self.budget,
+            wait=self.wait_for_budget,
+            max_wait=max_wait,
+            reserve=self.budget_reserve,
+            clock=self._clock,
+            sleep=self._sleep,
+            grant_id=grant,
+            hold=sum(_timeouts(self.timeout)),
+        )
+
+    def _attempt_timeout(self) -> float | tuple[float, float]:
+        """The configured timeouts, cut to what is left of the deadline."""
+        left = self._time_left()
+        if left is None:
+            return self.timeout
+        connect, read = _timeouts(self.timeout)
+        left = max(left, 0.001)
+        return (min(connect, left), min(read, left))
 
     def _headers(self, *, with_body: bool) -> dict[str, str]:
         headers = {
@@ -467,14 +573,10 @@ def _parse_envelope(response: requests.Response, method: str, path: str) -> Enve
         error_cls = error_class_for(status, ()) if status >= 400 else InvalidResponseError
         if status >= 500 or status < 400:
             error_cls = InvalidResponseError
-        raise error_cls(status, (), method=method, path=path, body_excerpt=f"not a JSON envelope: {excerpt}")
+        raise _api_error(error_cls, response, (), method, path, body_excerpt=f"not a JSON envelope: {excerpt}")
     errors = tuple(ErrorDetail.from_api(item) for item in data.get("errors") or () if isinstance(item, dict))
     if status >= 400 or not data.get("success"):
-        error_cls = error_class_for(status, (error.code for error in errors))
-        kwargs: dict[str, Any] = {"method": method, "path": path}
-        if error_cls is RateLimitedError:
-            kwargs["retry_after"] = parse_retry_after(response.headers.get("Retry-After"))
-        raise error_cls(status, errors, **kwargs)
+        raise _api_error(error_class_for(status, (error.code for error in errors)), response, errors, method, path)
     messages = tuple(ErrorDetail.from_api(item) for item in data.get("messages") or () if isinstance(item, dict))
     info = data.get("result_info")
     return Envelope(
@@ -482,6 +584,22 @@ def _parse_envelope(response: requests.Response, method: str, path: str) -> Enve
         result_info=ResultInfo.from_api(info) if isinstance(info, dict) else None,
         messages=messages,
     )
+
+
+def _api_error(
+    error_cls: type[APIError],
+    response: requests.Response,
+    errors: tuple[ErrorDetail, ...],
+    method: str,
+    path: str,
+    *,
+    body_excerpt: str = "",
+) -> APIError:
+    kwargs: dict[str, Any] = {"method": method, "path": path, "body_excerpt": body_excerpt}
+    if error_cls is RateLimitedError:
+        # Whatever the body (an edge's HTML page, nothing at all), a 429's Retry-After says how long to hold off.
+        kwargs["retry_after"] = parse_retry_after(response.headers.get("Retry-After"))
+    return error_cls(response.status_code, errors, **kwargs)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -496,6 +614,13 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _timeouts(timeout: float | tuple[float, float]) -> tuple[float, float]:
+    """(connect, read) seconds, as requests reads a single number or a pair."""
+    if isinstance(timeout, tuple):
+        return timeout
+    return (timeout, timeout)
 
 
 def _is_last_page(page: Page, page_number: int, per_page: int) -> bool:

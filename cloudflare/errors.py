@@ -82,6 +82,17 @@ class AmbiguousRequestError(TransportError):
     """
 
 
+class DeadlineExceededError(TransportError):
+    """The caller's deadline (a web request's) left no time for another attempt, backoff or wait.
+
+    Raised as this class when no attempt may have reached Cloudflare: nothing changed.
+    """
+
+
+class DeadlineAfterSendError(DeadlineExceededError, AmbiguousRequestError):
+    """The deadline ran out after an attempt that may have reached Cloudflare: the change may have happened."""
+
+
 class APIError(CloudflareError):
     """Cloudflare answered with an error status or `success: false`."""
 
@@ -167,6 +178,26 @@ class InvalidResponseError(APIError):
     """The answer was not a v4 envelope (an HTML error page, an empty body, broken JSON)."""
 
     retryable = True
+
+
+class FingerprintMismatchError(InvalidResponseError):
+    """The certificate Cloudflare returned does not hash to the `fingerprint_sha256` it reports.
+
+    The edge matches rules on the fingerprint of the certificate a client presents, so a fingerprint that is not
+    the certificate's would admit or block the wrong one. Asking again returns the same answer: not retryable.
+    """
+
+    retryable = False
+
+    def __init__(self, certificate_id: str, *, reported: str, computed: str) -> None:
+        self.certificate_id = certificate_id
+        self.reported = reported
+        self.computed = computed
+        message = (
+            f"the certificate {certificate_id} Cloudflare returned has the SHA-256 fingerprint "
+            f"{computed or 'unreadable'}, not the {reported} it reports; nothing was recorded"
+        )
+        super().__init__(200, (ErrorDetail(code=0, message=message),))
 
 
 def error_class_for(status: int, codes: Iterable[int]) -> type[APIError]:

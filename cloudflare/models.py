@@ -6,12 +6,17 @@ aware UTC datetimes, so nothing above the client handles raw dicts or naive time
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
+
+from cloudflare.errors import FingerprintMismatchError
 
 RawObject = Mapping[str, Any]
 
@@ -31,6 +36,31 @@ def parse_timestamp(value: Any) -> datetime | None:
         # Cloudflare's timestamps are UTC; a missing offset still means UTC.
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
+
+
+def der_fingerprint_sha256(pem: str) -> str:
+    """SHA-256 of the first certificate's DER, lowercase hex: what the edge compares rules with (FACTS.md §6)."""
+    match = _PEM_CERTIFICATE.search(pem)
+    if match is None:
+        raise ValueError("no PEM certificate")
+    der = base64.b64decode("".join(match.group(1).split()), validate=True)
+    return hashlib.sha256(der).hexdigest()
+
+
+def _checked_fingerprint(certificate_id: str, pem: str, reported: str) -> str:
+    """The fingerprint of the certificate itself; a different one reported beside it is refused, not trusted."""
+    if not pem:
+        return reported  # nothing to check it against (an answer without the certificate)
+    try:
+        computed = der_fingerprint_sha256(pem)
+    except ValueError:
+        computed = ""
+    if not computed or (reported and reported != computed):
+        raise FingerprintMismatchError(certificate_id, reported=reported or "none", computed=computed)
+    return computed
 
 
 def _text(data: RawObject, key: str) -> str:
@@ -94,13 +124,14 @@ class ClientCertificate:
     def from_api(cls, data: RawObject) -> ClientCertificate:
         authority = data.get("certificate_authority")
         validity = data.get("validity_days")
+        # Rule fields compare lowercase hex (FACTS.md §6): normalise once, here.
+        reported = _text(data, "fingerprint_sha256").replace(":", "").lower()
         return cls(
             id=_text(data, "id"),
             status=CertificateStatus(data.get("status") or CertificateStatus.ACTIVE),
             certificate=_text(data, "certificate"),
             csr=_text(data, "csr"),
-            # Rule fields compare lowercase hex (FACTS.md §6): normalise once, here.
-            fingerprint_sha256=_text(data, "fingerprint_sha256").replace(":", "").lower(),
+            fingerprint_sha256=_checked_fingerprint(_text(data, "id"), _text(data, "certificate"), reported),
             serial_number=_text(data, "serial_number"),
             ski=_text(data, "ski"),
             common_name=_text(data, "common_name"),

@@ -8,8 +8,11 @@ The retry table (tests/cloudflare/test_client_retries.py walks every row):
 | connection not made (nothing was sent)    | retry with backoff      | retry with backoff              |
 | 5xx, or a body that is not an envelope    | retry with backoff      | AmbiguousRequestError, no retry |
 | read timeout, connection dropped mid-call | retry with backoff      | AmbiguousRequestError, no retry |
+| TLS error, answer unreadable (may be sent)| retry with backoff      | AmbiguousRequestError, no retry |
+| 404 on a DELETE repeated after one of the above | done (it is gone) | -                               |
 | other 4xx                                 | raise                   | raise                           |
 
+Only a connection that provably never opened (refused, DNS, connect timeout) counts as "nothing was sent".
 A 429 means Cloudflare refused the call, so even a create may be repeated. A 5xx or a timeout after a
 create may mean the certificate was made: the caller reconciles by listing before trying again (DESIGN.md).
 """

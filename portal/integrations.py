@@ -7,6 +7,7 @@ log (portal/stand_ins.py).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import requests
@@ -21,6 +22,9 @@ from cloudflare.wsgi_transport import mount_wsgi_app
 
 EMULATOR_BASE_URL = "http://cloudflare-emulator.invalid/client/v4"
 EMULATOR_TOKEN = "emulator-token"  # noqa: S105 - the in-process emulator accepts any bearer token
+CONNECT_TIMEOUT = 5.0
+# A worker waits this long for a slot of the call budget before the task fails (and retries later).
+WORKER_MAX_BUDGET_WAIT = 60.0
 
 
 @functools.cache
@@ -50,30 +54,59 @@ def get_emulator() -> Emulator:
     )
 
 
+@functools.cache
+def get_http_session() -> requests.Session:
+    """One Session per process: its connection pool keeps TLS connections to Cloudflare open between calls.
+
+    Shared by the threads of a process (urllib3's pool is thread-safe); the adapters are mounted once, here.
+    """
+    return requests.Session()
+
+
+@functools.lru_cache(maxsize=1)
+def get_emulator_session(emulator: Emulator) -> requests.Session:
+    """The same, routed to the emulator; mounted once for each emulator (tests make one each)."""
+    session = requests.Session()
+    mount_wsgi_app(session, EMULATOR_BASE_URL, emulator.wsgi_app)
+    return session
+
+
 def get_cloudflare_client(*, wait_for_budget: bool = True, low_priority: bool = False) -> CloudflareClient:
-    """A client for the configured zone; `wait_for_budget=False` fails fast instead of queueing (web requests).
+    """A client for the configured zone. `wait_for_budget=False` is a web request's client: it must answer within
+    CLOUDFLARE_WEB_DEADLINE, so it waits only briefly (CLOUDFLARE_WEB_MAX_WAIT) for the budget or a Retry-After
+    and each attempt's read timeout is CLOUDFLARE_WEB_TIMEOUT. Workers (the default) wait and time out longer.
+    Build one client per web request: the deadline counts from its creation.
 
     `low_priority` (interactive issuance) leaves CLOUDFLARE_BUDGET_RESERVED calls of each window to everything
     else, so that revocation and the firewall sync always get through.
     """
-    session = requests.Session()
     if settings.CLOUDFLARE_EMULATED:
         base_url, token = EMULATOR_BASE_URL, EMULATOR_TOKEN
-        mount_wsgi_app(session, base_url, get_emulator().wsgi_app)
+        session = get_emulator_session(get_emulator())
     else:
+        session = get_http_session()
         base_url, token = settings.CLOUDFLARE_API_BASE_URL, settings.CLOUDFLARE_API_TOKEN
         if not settings.CLOUDFLARE_ZONE_ID:
             raise ImproperlyConfigured("CLOUDFLARE_ZONE_ID is required when CLOUDFLARE_API_TOKEN is set")
+    web = not wait_for_budget
+    retry = RetryPolicy(
+        max_attempts=settings.CLOUDFLARE_RETRY_ATTEMPTS, base_delay=settings.CLOUDFLARE_RETRY_BASE_DELAY
+    )
+    if web:
+        retry = dataclasses.replace(retry, max_retry_after=settings.CLOUDFLARE_WEB_MAX_WAIT)
+    read_timeout = settings.CLOUDFLARE_WEB_TIMEOUT if web else settings.CLOUDFLARE_TIMEOUT
     return CloudflareClient(
         api_token=token,
         base_url=base_url,
         session=session,
-        timeout=(5.0, settings.CLOUDFLARE_TIMEOUT),
-        retry=RetryPolicy(
-            max_attempts=settings.CLOUDFLARE_RETRY_ATTEMPTS, base_delay=settings.CLOUDFLARE_RETRY_BASE_DELAY
-        ),
+        timeout=(min(CONNECT_TIMEOUT, read_timeout), read_timeout),
+        retry=retry,
         budget=get_call_budget(),
-        wait_for_budget=wait_for_budget,
+        # A web request waits for a slot too, but only as long as a short Retry-After (one 429 must not fail
+        # every concurrent user); the deadline bounds it further.
+        wait_for_budget=True,
+        max_budget_wait=settings.CLOUDFLARE_WEB_MAX_WAIT if web else WORKER_MAX_BUDGET_WAIT,
+        deadline=settings.CLOUDFLARE_WEB_DEADLINE if web else None,
         budget_reserve=settings.CLOUDFLARE_BUDGET_RESERVED if low_priority else 0,
     )
 

@@ -247,6 +247,19 @@ CLOUDFLARE_EMULATOR_TRANSITION_DELAY = env_float("CLOUDFLARE_EMULATOR_TRANSITION
 CLOUDFLARE_TIMEOUT = env_float("CLOUDFLARE_TIMEOUT", 30.0, minimum=1)
 CLOUDFLARE_RETRY_ATTEMPTS = env_int("CLOUDFLARE_RETRY_ATTEMPTS", 4, minimum=1)
 CLOUDFLARE_RETRY_BASE_DELAY = env_float("CLOUDFLARE_RETRY_BASE_DELAY", 0.5, minimum=0)
+# A web request's time with Cloudflare in total (README, "Slow or failing Cloudflare"): well under gunicorn's
+# timeout (gunicorn.conf.py), so a slow Cloudflare gets a 503 with a message instead of a killed worker.
+CLOUDFLARE_WEB_DEADLINE = env_float("CLOUDFLARE_WEB_DEADLINE", 10.0, minimum=1)
+# The read timeout of one attempt in a web request: below the deadline, so a timed-out revocation leaves time to
+# ask Cloudflare whether it happened.
+CLOUDFLARE_WEB_TIMEOUT = env_float("CLOUDFLARE_WEB_TIMEOUT", 4.0, minimum=0.5)
+if CLOUDFLARE_WEB_TIMEOUT >= CLOUDFLARE_WEB_DEADLINE:
+    raise ImproperlyConfigured(
+        f"CLOUDFLARE_WEB_TIMEOUT must be less than CLOUDFLARE_WEB_DEADLINE ({CLOUDFLARE_WEB_DEADLINE:g}), "
+        f"got {CLOUDFLARE_WEB_TIMEOUT:g}"
+    )
+# The longest a web request sleeps for a Retry-After or waits for the call budget (a longer wait fails at once).
+CLOUDFLARE_WEB_MAX_WAIT = env_float("CLOUDFLARE_WEB_MAX_WAIT", 2.0, minimum=0)
 # Cloudflare allows 1,200 calls per 300 s per user across all tokens, the dashboard's included (FACTS.md §9):
 # the default leaves 200 to people using the dashboard with the same account (check_cloudflare warns above 1,100).
 CLOUDFLARE_CALL_BUDGET = env_int("CLOUDFLARE_CALL_BUDGET", 1000, minimum=1)
@@ -320,6 +333,18 @@ FIREWALL_SYNC_SECONDS = env_float("FIREWALL_SYNC_SECONDS", 600.0, minimum=10)
 FIREWALL_SYNC_DEBOUNCE_SECONDS = env_int("FIREWALL_SYNC_DEBOUNCE_SECONDS", 5, minimum=0)
 # How often beat queues the syncs that changes requested but that were never queued or never ran (Redis was down).
 FIREWALL_SYNC_REQUESTED_SECONDS = env_float("FIREWALL_SYNC_REQUESTED_SECONDS", 30.0, minimum=1)
+# Convergence after faults (README, "Workers and the firewall"). The sweep costs no Cloudflare call by itself; each
+# stuck row it re-queues costs one listing (a page per 50 certificates) at most once per stuck-issuing period.
+SWEEP_STUCK_SECONDS = env_float("SWEEP_STUCK_SECONDS", 30.0, minimum=5)
+# A live issuance ends within its read timeout and Retry-After waits; a row still `issuing` after this lost its
+# process. Marking a live one early is harmless: its own answer no longer applies and reconciliation adopts it.
+CERTIFICATE_STUCK_ISSUING_SECONDS = env_float("CERTIFICATE_STUCK_ISSUING_SECONDS", 60.0, minimum=10)
+# Counted from the moment the client gave up on an ambiguous create (after its read timeout), so a create that
+# commits late has that timeout plus this long to show up in the listing before the row is failed.
+CERTIFICATE_UNCONFIRMED_GRACE_SECONDS = env_float("CERTIFICATE_UNCONFIRMED_GRACE_SECONDS", 60.0, minimum=10)
+# After a ruleset write whose outcome is unknown, the sync runs again this long after it (one listing, writes only
+# if a late commit undid something); a chain of such follow-ups stops after FIREWALL_FOLLOW_UPS_AT_MOST.
+FIREWALL_FOLLOW_UP_SECONDS = env_float("FIREWALL_FOLLOW_UP_SECONDS", 30.0, minimum=1)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "poll-certificates": {"task": "certificates.tasks.poll_certificates", "schedule": CERTIFICATE_POLL_SECONDS},
     "reconcile-zone": {"task": "certificates.tasks.reconcile_zone", "schedule": RECONCILE_SECONDS},
@@ -329,7 +354,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": FIREWALL_SYNC_REQUESTED_SECONDS,
         "kwargs": {"requested_only": True},
     },
-    "sweep-stuck": {"task": "certificates.tasks.sweep_stuck", "schedule": 300.0},
+    "sweep-stuck": {"task": "certificates.tasks.sweep_stuck", "schedule": SWEEP_STUCK_SECONDS},
     "expiry-reminders": {"task": "certificates.tasks.send_expiry_reminders", "schedule": 3600.0},
 }
 

@@ -142,10 +142,14 @@ def fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
-def celery_runs_tasks_inline():
+def celery_runs_tasks_inline(settings):
     """Tasks run in the test's process when enqueued (after commit), instead of going to a broker."""
     from portal.celery import app
 
+    # In Django's settings too: with Celery 5.6.3 the flag set on app.conf alone was lost once a test changed a
+    # setting (Celery took its configuration from Django's settings again).
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    settings.CELERY_TASK_EAGER_PROPAGATES = True
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
     yield

@@ -21,9 +21,10 @@ When the zone's rule limit leaves room for fewer rules than that, ``compile_rule
 then as many allow ranges, then as many binding rules as fit, and says what it left out (``LeftOut``).
 
 Every rule is scoped to ``lower(http.host) in {<protected hostnames>}`` (the Host header's case is the
-client's choice, and string comparisons are case-sensitive) so that it can never block another
-hostname of the zone. With no protected hostnames there is nothing to protect and nothing to scope to, so
-the compiler returns no rules at all (the sync then deletes the portal's rules).
+client's choice, and string comparisons are case-sensitive; each hostname is listed with its trailing-dot and
+port spellings, see ``_scope``) so that it can never block another hostname of the zone. With no protected
+hostnames there is nothing to protect and nothing to scope to, so the compiler returns no rules at all (the
+sync then deletes the portal's rules).
 
 Packing is stable (see ``_Packer`` and ``_allow_ranges``): given the placement of the rules as they are in
 the zone, a change to one user rewrites the one rule that holds the user, or two when the user's clause no
@@ -106,6 +107,8 @@ _BIND_USERS = re.compile(r"allowlist binding for users((?: [0-9]+)+)")
 _QUOTED_FINGERPRINT = 66
 _PER_FINGERPRINT = _QUOTED_FINGERPRINT + 1
 _SAMPLE_FINGERPRINT = "0" * 64
+# Bounds between allow ranges are the shortest prefixes that separate two fingerprints: rarely 8 hex digits.
+_SAMPLE_BOUND = "8" * 8
 
 # Joining one more clause to a disjunction costs its length plus " or " (cloudflare.expressions.joined_length).
 _OR_SEPARATOR = len(" or ")
@@ -289,7 +292,7 @@ def compile_rules(
             allowed=max_rules,
         )
     previous = previous or Placement()
-    scope = Lower(HTTP_HOST).in_(StringSet(hostnames))
+    scope = _scope(hostnames)
 
     allowed = sorted(set(_normalized_fingerprints(inputs.allowed_fingerprints)))
     ranges = _allow_ranges(scope, allowed, previous.allow, room=max_rules - 1)
@@ -350,7 +353,7 @@ def allowlist_fits(hostnames: Sequence[str], networks: Sequence[str]) -> bool:
     normalized = _normalized_hostnames(hostnames)
     if not normalized or not networks:
         return True
-    scope = Lower(HTTP_HOST).in_(StringSet(normalized))
+    scope = _scope(normalized)
     return _Clause.cost_for(1, _network_condition(tuple(networks))) <= _bind_capacity(scope)
 
 
@@ -388,6 +391,23 @@ def clear_caches() -> None:
     with _VALIDATED_LOCK:
         _VALIDATED.clear()
     _network_condition.cache_clear()
+
+
+# Cloudflare proxies HTTPS on these ports (443 and its alternates), and `http.host` is the Host header as the
+# client sent it: with a port, or with the trailing dot of a fully qualified name, it is still this hostname
+# (FACTS.md §14). The rules list every such spelling so that none of them escapes mTLS.
+HTTPS_PORTS = (443, 2053, 2083, 2087, 2096, 8443)
+
+
+def _scope(hostnames: Sequence[str]) -> Expression:
+    """``lower(http.host) in {...}``: the protected hostnames as a client may spell them."""
+    spellings = [
+        spelling
+        for hostname in hostnames
+        for name in (hostname, hostname + ".")
+        for spelling in (name, *(f"{name}:{port}" for port in HTTPS_PORTS))
+    ]
+    return Lower(HTTP_HOST).in_(StringSet(spellings))
 
 
 def _normalized_hostnames(hostnames: Iterable[str]) -> tuple[str, ...]:
@@ -476,11 +496,12 @@ def _allow_ranges(
     split: list[tuple[str, str | None, list[str]]] = []
     while ranges:
         low, high, members = ranges.pop(0)
-        capacity = _allow_capacity(scope, low, high)
-        if len(members) <= capacity:
+        if len(members) <= _allow_capacity(scope, low, high):
             split.append((low, high, members))
             continue
-        parts = -(-len(members) // capacity)
+        # Sized for parts with both bounds written (a bound is a few hex digits), so that they fit at once
+        # instead of each overflowing by a fingerprint and splitting again into halves.
+        parts = -(-len(members) // _allow_capacity(scope, _SAMPLE_BOUND, _SAMPLE_BOUND))
         cuts = [len(members) * part // parts for part in range(1, parts)]
         edges: list[str | None] = [low, *(_separating_bound(members[cut - 1], members[cut]) for cut in cuts), high]
         starts = [0, *cuts, len(members)]

@@ -3,8 +3,8 @@
 A sync reads the entrypoint once, compiles the desired rules, diffs them by `ref` against the portal's own rules
 (those whose ref starts with PORTAL_RULE_REF_PREFIX) and writes the difference. Rules of others are never
 changed or deleted, but the portal's rules are kept above them: a `skip` rule of another team placed above
-would switch mTLS off for what it matches (FACTS.md §14). Writes to one zone are serialized by a lease on its
-FirewallState row.
+would switch mTLS off for what it matches (FACTS.md §14). Writes to one zone are serialized by a lock that dies
+with its holder (see _acquire_lease).
 
 How it writes:
 * a few changes (at most SINGLE_WRITES_AT_MOST) with the single-rule endpoints: adds first, at the top, then
@@ -22,6 +22,7 @@ rulesets count too, and the portal cannot list them), the sync plans again with 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError, connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -51,8 +53,9 @@ from portal.integrations import get_cloudflare_client
 
 logger = logging.getLogger(__name__)
 
-# Long enough for a large sync that waits for the call budget; every write renews it (see _apply).
-LEASE = timedelta(minutes=5)
+# Without PostgreSQL, the lease a killed worker leaves behind lapses after this long; a running sync renews it
+# before every write (see _apply), so it is only as long as one Cloudflare call with its budget wait.
+LEASE = timedelta(seconds=60)
 # Beyond this many single-rule writes, one replacement of the entrypoint costs fewer calls and bytes: each
 # single-rule answer carries the whole ruleset (FACTS.md §8).
 SINGLE_WRITES_AT_MOST = 3
@@ -224,11 +227,15 @@ def _differs(current: Rule, desired: DesiredRule) -> bool:
     )
 
 
-def firewall_sync(*, zone_id: str, dry_run: bool = False) -> Plan:
-    """Make the zone's rules what the database says; returns the plan it carried out."""
+def firewall_sync(*, zone_id: str, dry_run: bool = False, follow_up: int = 0) -> Plan:
+    """Make the zone's rules what the database says; returns the plan it carried out.
+
+    `follow_up`: how many syncs in a row were queued to check again after a write whose outcome is unknown.
+    """
     if dry_run:
         return firewall_plan(zone_id=zone_id)[0]
     owner = _acquire_lease(zone_id)
+    client: CloudflareClient | None = None
     try:
         client = get_cloudflare_client()
         # Read before the database is: a change whose request is newer than this value may be missing from this
@@ -238,6 +245,7 @@ def firewall_sync(*, zone_id: str, dry_run: bool = False) -> Plan:
         # read may not be visible to it yet. Its own sync, queued at commit, follows this one.
         inputs_read_at = timezone.now() - COMMIT_MARGIN
         plan, ruleset = _plan_and_apply(client, zone_id, keep_lease=lambda: _renew_lease(zone_id, owner))
+        _check_again_if_uncertain(zone_id, client, follow_up=follow_up)
         FirewallState.objects.filter(zone_id=zone_id).update(
             last_synced_at=timezone.now(),
             synced_inputs_at=inputs_read_at,
@@ -260,9 +268,21 @@ def firewall_sync(*, zone_id: str, dry_run: bool = False) -> Plan:
         return plan
     except Exception as exc:
         FirewallState.objects.filter(zone_id=zone_id).update(last_error=str(exc)[:2000])
+        if client is not None:
+            _check_again_if_uncertain(zone_id, client, follow_up=follow_up)
         raise
     finally:
-        FirewallState.objects.filter(zone_id=zone_id, lease_owner=owner).update(lease_owner="", lease_until=None)
+        _release_lease(zone_id, owner)
+
+
+def _check_again_if_uncertain(zone_id: str, client: CloudflareClient, *, follow_up: int) -> None:
+    """A write that timed out (or failed after sending) may still commit, later, over a newer write: a follow-up
+    sync reads the rules again once it can no longer land and rewrites whatever it undid (issue 9, point 6)."""
+    if not client.uncertain_writes:
+        return
+    from certificates.tasks import request_follow_up_sync
+
+    request_follow_up_sync(zone_id, follow_up=follow_up + 1)
 
 
 def _plan_and_apply(
@@ -376,9 +396,21 @@ def _spec(rule: DesiredRule, *, rule_id: str | None = None) -> RuleSpec:
 
 
 def _acquire_lease(zone_id: str) -> str:
+    """Take the zone's sync lock or raise SyncBusy; returns the owner token the row records.
+
+    On PostgreSQL a session advisory lock decides: the server releases it the moment the holder's connection
+    ends, so a killed worker blocks no sync. Elsewhere (SQLite, development) a lease on the FirewallState row,
+    renewed before every write, lapses LEASE after its holder died.
+    """
     FirewallState.objects.get_or_create(zone_id=zone_id)
     owner = uuid.uuid4().hex
     now = timezone.now()
+    if _uses_advisory_lock():
+        if not _advisory(zone_id, "SELECT pg_try_advisory_lock(%s)"):
+            raise SyncBusy(f"another sync of zone {zone_id} is running")
+        # The row names the holder, so that _renew_lease notices a sync that took over.
+        FirewallState.objects.filter(zone_id=zone_id).update(lease_owner=owner, lease_until=now + LEASE)
+        return owner
     claimed = (
         FirewallState.objects.filter(zone_id=zone_id)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
@@ -390,8 +422,47 @@ def _acquire_lease(zone_id: str) -> str:
 
 
 def _renew_lease(zone_id: str, owner: str) -> None:
-    renewed = FirewallState.objects.filter(zone_id=zone_id, lease_owner=owner).update(
+    held = not _uses_advisory_lock() or _holds_advisory_lock(zone_id)
+    renewed = held and FirewallState.objects.filter(zone_id=zone_id, lease_owner=owner).update(
         lease_until=timezone.now() + LEASE
     )
     if not renewed:
         raise SyncBusy(f"the sync of zone {zone_id} lost its lease; another sync took over")
+
+
+def _release_lease(zone_id: str, owner: str) -> None:
+    FirewallState.objects.filter(zone_id=zone_id, lease_owner=owner).update(lease_owner="", lease_until=None)
+    if _uses_advisory_lock():
+        try:
+            _advisory(zone_id, "SELECT pg_advisory_unlock(%s)")
+        except DatabaseError:
+            # The connection is gone, and the lock with it.
+            logger.warning("could not release the sync lock of zone %s; its connection is gone", zone_id)
+
+
+def _uses_advisory_lock() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def advisory_lock_key(zone_id: str) -> int:
+    """The zone's advisory lock: a signed 64-bit number, as PostgreSQL takes it, named after the zone."""
+    digest = hashlib.sha256(f"mtls-portal:firewall-sync:{zone_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _advisory(zone_id: str, sql: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [advisory_lock_key(zone_id)])
+        return bool(cursor.fetchone()[0])
+
+
+def _holds_advisory_lock(zone_id: str) -> bool:
+    """Whether this connection still holds the zone's lock (a reconnect would have lost it)."""
+    key = advisory_lock_key(zone_id) & 0xFFFFFFFFFFFFFFFF
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+            "AND granted AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1)",
+            [key >> 32, key & 0xFFFFFFFF],
+        )
+        return bool(cursor.fetchone()[0])

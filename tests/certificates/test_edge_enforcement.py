@@ -135,6 +135,8 @@ def test_an_operators_skip_rule_placed_first_before_the_first_sync_does_not_swit
     assert zone.blocked_by(ip="198.51.100.7") == "mtls_portal_base"
     assert zone.blocked_by(ip="198.51.100.7", certificate=certificate.certificate_pem) is None
     assert zone.blocked_by(ip="198.51.100.7", host="www.example.com") is None  # other hostnames untouched
+    for spelling in ("API.example.com", "api.example.com.", "api.example.com:8443", "api.example.com.:443"):
+        assert zone.blocked_by(ip="198.51.100.7", host=spelling) == "mtls_portal_base", spelling
 
 
 def test_a_skip_rule_put_above_the_portals_rules_later_is_named_and_moved_below_them(zone, alice):

@@ -206,17 +206,6 @@ def test_sync_converges_through_429_and_5xx(emulator, alice, bob):
     assert any("93.184.0.0/16" in rule.expression for rule in portal_rules().values())
 
 
-def test_a_held_lease_refuses_a_second_sync(emulator, alice):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    FirewallState.objects.create(zone_id=ZONE, lease_owner="other", lease_until=timezone.now() + timedelta(minutes=1))
-
-    with pytest.raises(SyncBusy):
-        firewall_sync(zone_id=ZONE)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_syncing_at_once_leave_no_duplicate_rules(emulator, alice, bob):
     from django.db import connection

@@ -156,8 +156,8 @@ def test_reconciliation_does_not_undo_a_revocation_made_while_it_lists(emulator,
     real_client = lifecycle.get_cloudflare_client()
 
     class RevokeDuringListing:
-        def iter_client_certificates(self, zone_id):
-            listing = list(real_client.iter_client_certificates(zone_id))  # still says active
+        def iter_client_certificates(self, zone_id, status):
+            listing = list(real_client.iter_client_certificates(zone_id, status=status))  # still says active
             services.certificate_revoke(certificate=certificate, origin=services.Origin(actor=alice))
             return iter(listing)
 

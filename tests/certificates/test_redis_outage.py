@@ -39,7 +39,10 @@ class RedisDown:
 
     limit, window = 1000, 300.0
 
-    def try_acquire(self, reserve: int = 0) -> float:
+    def try_acquire(self, reserve: int = 0, **grant: object) -> float:
+        raise redis.ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
+
+    def settle(self, grant_id: str) -> None:
         raise redis.ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
 
     def pause(self, seconds: float) -> None:

@@ -138,11 +138,11 @@ def test_an_unconfirmed_create_is_failed_only_after_the_grace_period(emulator, a
     certificate = Certificate.objects.get()
     assert certificate.status == Certificate.Status.UNCONFIRMED, "a late create could still appear"
 
-    age(certificate, services.UNCONFIRMED_GRACE - timedelta(seconds=30))
+    age(certificate, services.unconfirmed_grace() - timedelta(seconds=30))
     assert services.certificate_reconcile_unconfirmed(certificate=certificate, origin=origin(None)).status == (
         Certificate.Status.UNCONFIRMED
     )
-    age(certificate, services.UNCONFIRMED_GRACE + timedelta(seconds=1))
+    age(certificate, services.unconfirmed_grace() + timedelta(seconds=1))
     settled = services.certificate_reconcile_unconfirmed(certificate=certificate, origin=origin(None))
 
     assert settled.status == Certificate.Status.FAILED

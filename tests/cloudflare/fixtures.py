@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 CERT_ID = "b2134436-2555-4acf-be5b-26c48136575e"
 RULESET_ID = "2f2feab2026849078ba485f918791bdc"
 RULE_ID = "3a03d665bac047339bb530ecb439a90d"
 MTLS_ID = "99f5137f-5b1e-4e1d-b1a4-1a1b2c3d4e5f"
+
+
+def make_certificate_pem(common_name: str = "portal-user-42") -> str:
+    """A real (self-signed) certificate: the client checks the fingerprint Cloudflare reports against its DER."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def fingerprint_of(pem: str) -> str:
+    der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()
+
+
+CERTIFICATE_PEM = make_certificate_pem()
+FINGERPRINT = fingerprint_of(CERTIFICATE_PEM)
 
 
 def envelope(result: Any, **extra: Any) -> dict[str, Any]:
@@ -26,7 +60,7 @@ def failure(*errors: tuple[int, str]) -> dict[str, Any]:
 def client_certificate(cert_id: str = CERT_ID, status: str = "active", **overrides: Any) -> dict[str, Any]:
     return {
         "id": cert_id,
-        "certificate": "-----BEGIN CERTIFICATE-----\nMIIDmDCCAoC...\n-----END CERTIFICATE-----\n",
+        "certificate": CERTIFICATE_PEM,
         "certificate_authority": {
             "id": "568b6b74-7b0c-4755-8840-4e3b8c24adeb",
             "name": "Cloudflare Managed CA for account 01a7362d577a6c3019a474fd6f485823",
@@ -35,7 +69,7 @@ def client_certificate(cert_id: str = CERT_ID, status: str = "active", **overrid
         "country": "US",
         "csr": "-----BEGIN CERTIFICATE REQUEST-----\nMIICY....\n-----END CERTIFICATE REQUEST-----\n",
         "expires_on": "2033-02-20T23:18:00Z",
-        "fingerprint_sha256": "256c24d1f7fa8e8b2cd7d3f9ed7e2ab9d1c1c5d24dfa8e1e8f1a1c7c2d0a4e3f",
+        "fingerprint_sha256": FINGERPRINT,
         "issued_on": "2023-02-23T23:18:00Z",
         "location": "Somewhere",
         "organization": "Example Inc.",

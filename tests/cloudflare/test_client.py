@@ -19,6 +19,7 @@ from cloudflare.models import CertificateStatus, RuleSpec
 from cloudflare.retry import NO_RETRIES
 from tests.cloudflare.fixtures import (
     CERT_ID,
+    FINGERPRINT,
     MTLS_ID,
     RULE_ID,
     RULESET_ID,
@@ -69,11 +70,12 @@ def test_it_creates_a_certificate_and_parses_the_result(cf_http):
 
 
 def test_it_lowercases_fingerprints_for_rule_expressions(cf_http):
-    cf_http.get(f"{CERTS_URL}/{CERT_ID}", json=envelope(client_certificate(fingerprint_sha256="AB:CD:EF")))
+    colons = ":".join(FINGERPRINT[i : i + 2] for i in range(0, 64, 2)).upper()
+    cf_http.get(f"{CERTS_URL}/{CERT_ID}", json=envelope(client_certificate(fingerprint_sha256=colons)))
 
     certificate = make_client().get_client_certificate(ZONE_ID, CERT_ID)
 
-    assert certificate.fingerprint_sha256 == "abcdef"
+    assert certificate.fingerprint_sha256 == FINGERPRINT
 
 
 def test_it_ignores_fields_it_does_not_know(cf_http):

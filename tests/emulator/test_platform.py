@@ -217,7 +217,7 @@ def test_state_file_is_shared_between_instances(tmp_path: Path, clock: FakeClock
     reader = make_api(reader_emulator)
     assert reader.get(CERTS).json()["result"] == []  # the reader has loaded the (empty) state already
 
-    created = issue(writer, make_csr("shared"))
+    created = issue(writer, make_csr("shared-state"))
     assert [c["id"] for c in reader.get(CERTS).json()["result"]] == [created["id"]]
     reader.delete(f"{CERTS}/{created['id']}")
     assert writer.get(f"{CERTS}/{created['id']}").json()["result"]["status"] == "pending_revocation"

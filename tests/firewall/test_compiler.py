@@ -213,6 +213,20 @@ def test_the_hosts_case_does_not_matter(world: World, data: st.DataObject) -> No
     assert blocked(rules, shouted) == blocked(rules, mixed) == world.blocks(request)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    world=worlds(max_users=3), data=st.data(), dot=st.booleans(), port=st.sampled_from(["", ":443", ":8443", ":2053"])
+)
+def test_a_trailing_dot_or_a_port_in_the_host_does_not_escape_the_rules(
+    world: World, data: st.DataObject, dot: bool, port: str
+) -> None:
+    """http.host is the Host header as sent (FACTS.md §14): "api.example.com.:8443" is still the API."""
+    rules = compile_world(world)
+    request = data.draw(requests_for(world))
+    spelled = replace(request, host=request.host + ("." if dot else "") + port)
+    assert blocked(rules, spelled) == world.blocks(request)
+
+
 def test_it_allows_a_user_with_an_empty_allowlist_from_anywhere() -> None:
     rng = random.Random(7)
     fps = [rng.randbytes(32).hex() for _ in range(2)]
@@ -288,7 +302,7 @@ def test_it_renders_fingerprint_sets_exactly_like_the_builder() -> None:
         FirewallInputs(("api.example.com",), tuple(fps), ()), prefix=PREFIX, max_rules=5, previous=None
     ).rules
     expected = CERT_FINGERPRINT_SHA256.in_(StringSet(fps)).render()
-    assert rules[1].expression == f'(lower(http.host) in {{"api.example.com"}} and not {expected})'
+    assert rules[1].expression.endswith(f" and not {expected})")
 
 
 # --- Budget, empty inputs, bad inputs, determinism -------------------------------------------------------

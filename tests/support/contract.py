@@ -1,4 +1,5 @@
-"""Contract checks against Cloudflare's official OpenAPI schema (../shared/cloudflare/openapi-subset.json).
+"""Contract checks against Cloudflare's official OpenAPI schema (tests/fixtures/cloudflare-openapi-subset.json;
+tests/fixtures/README.md says where it comes from and lists its known defects).
 
 Every request body the client sends and every response it parses (fixtures and emulator answers alike)
 goes through `ContractValidator.check`, so a drift between our code and Cloudflare's schema fails a test.
@@ -17,7 +18,7 @@ import requests
 from openapi_core import OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
-SPEC_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "cloudflare" / "openapi-subset.json"
+SPEC_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "cloudflare-openapi-subset.json"
 OFFICIAL_BASE = "https://api.cloudflare.com/client/v4"
 API_PREFIX = "/client/v4"
 
