@@ -34,7 +34,7 @@ def get_call_budget() -> CallBudget:
         import redis
 
         return RedisBudget(
-            redis.Redis.from_url(settings.REDIS_URL),
+            redis.Redis.from_url(settings.REDIS_URL, **settings.REDIS_SOCKET_OPTIONS),
             key=f"cloudflare:budget:{settings.CLOUDFLARE_ACCOUNT_ID or settings.CLOUDFLARE_ZONE_ID}",
             limit=settings.CLOUDFLARE_CALL_BUDGET,
             window=settings.CLOUDFLARE_CALL_BUDGET_WINDOW,

@@ -90,8 +90,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: optional. It backs the cache and the Cloudflare call budget shared by all processes.
 REDIS_URL = env_str("REDIS_URL")
+REDIS_SOCKET_OPTIONS = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # A frozen Redis must fail a request quickly (a 503), not hold it until gunicorn's timeout.
+            "OPTIONS": REDIS_SOCKET_OPTIONS,
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

@@ -70,3 +70,22 @@ def test_the_in_process_emulator_has_the_portals_rule_limit(settings, tmp_path):
     emulator = integrations.get_emulator.__wrapped__()  # past the per-process cache
 
     assert emulator.settings.custom_rules_limit == 7
+
+
+def test_a_frozen_redis_fails_the_cache_and_the_budget_within_seconds(settings, redis_url):
+    """Without socket timeouts a Redis that stops answering holds a web request until gunicorn kills it."""
+    from django.core.cache.backends.redis import RedisCache
+
+    from portal import integrations
+
+    settings.REDIS_URL = redis_url
+    integrations.get_call_budget.cache_clear()
+    try:
+        budget = integrations.get_call_budget()
+        options = budget._redis.connection_pool.connection_kwargs
+        assert (options["socket_connect_timeout"], options["socket_timeout"]) == (2.0, 2.0)
+    finally:
+        integrations.get_call_budget.cache_clear()
+    cache = RedisCache(redis_url, {"OPTIONS": settings.REDIS_SOCKET_OPTIONS})
+    pool_options = cache._cache._pool_options
+    assert (pool_options["socket_connect_timeout"], pool_options["socket_timeout"]) == (2.0, 2.0)
