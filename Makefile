@@ -16,7 +16,15 @@ install: $(STAMP)
 
 # Development defaults: DEBUG on (a SECRET_KEY is generated into var/), SQLite, the Cloudflare emulator,
 # Celery on the filesystem broker under var/ (or Redis with REDIS_URL). Starts web, worker and beat.
-run: $(STAMP)
+# var/development.env (DEBUG=true) lets the README's `.venv/bin/python manage.py ...` commands use the same
+# development settings in this checkout (manage.py reads it; the environment wins).
+DEV_ENV := var/development.env
+
+$(DEV_ENV):
+	mkdir -p var
+	printf '# Written by make run: development settings for manage.py in this checkout. Delete for production.\nDEBUG=true\n' > $(DEV_ENV)
+
+run: $(STAMP) $(DEV_ENV)
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
 

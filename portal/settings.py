@@ -421,6 +421,7 @@ if API_TOKEN_DEFAULT_DAYS > API_TOKEN_MAX_DAYS:
     )
 
 # Where the portal is reached, for links in emails (no trailing slash).
-PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Default: the address `make run` serves on (PORTAL_ADDRESS, read by the worker too, which sends most emails).
+PORTAL_BASE_URL = (env_str("PORTAL_BASE_URL") or f"http://{env_str('PORTAL_ADDRESS') or '127.0.0.1:8000'}").rstrip("/")
 # Expiry reminders: days before expiry at which the owner is emailed, each once.
 CERTIFICATE_EXPIRY_REMINDER_DAYS = [int(d) for d in env_list("CERTIFICATE_EXPIRY_REMINDER_DAYS", ["30", "7"])]

@@ -33,9 +33,20 @@ PRODUCTION = {
     "EMAIL_HOST": "smtp.example.com",
     "REDIS_URL": "redis://127.0.0.1:6379/11",
     "DATABASE_URL": "postgres://portal@127.0.0.1:5432/portal",
+    "PORTAL_BASE_URL": f"https://{PORTAL_HOST}",
 }
 # Variables the settings read that must not leak in from the shell running the tests.
-STRIPPED_PREFIXES = ("CLOUDFLARE_", "DEBUG", "SECRET_KEY", "EMAIL_", "SECURE_", "BEHIND_TLS_PROXY", "ALLOWED_HOSTS")
+STRIPPED_PREFIXES = (
+    "CLOUDFLARE_",
+    "DEBUG",
+    "SECRET_KEY",
+    "EMAIL_",
+    "SECURE_",
+    "BEHIND_TLS_PROXY",
+    "ALLOWED_HOSTS",
+    "PORTAL_BASE_URL",
+    "PORTAL_ADDRESS",
+)
 
 
 def run_portal(tmp_path, args: list[str], **variables: str | None) -> subprocess.CompletedProcess:
@@ -107,6 +118,14 @@ def test_production_refuses_to_start_without_a_cloudflare_token(tmp_path):
 
     assert message.startswith("CLOUDFLARE_API_TOKEN is required")
     assert "CLOUDFLARE_EMULATOR=true" in message
+
+
+@pytest.mark.slow
+def test_check_deploy_warns_when_emails_would_link_to_this_machine(tmp_path):
+    result = run_portal(tmp_path, ["manage.py", "check", "--deploy"], PORTAL_BASE_URL=None)
+
+    assert "portal.W001" in result.stderr
+    assert "PORTAL_BASE_URL is http://127.0.0.1:8000" in result.stderr
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,53 @@ def test_it_accepts_a_revocation_limit_that_covers_what_an_owner_can_hold(tmp_pa
     result = fair_use_settings(tmp_path, CERTIFICATE_REVOKE_RATE_LIMIT="25/2h")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[3:] == ["25", "7200"]
+
+
+def run_manage(tmp_path, *arguments: str, development_env: str | None, **variables: str) -> subprocess.CompletedProcess:
+    """manage.py from a copy of the checkout's entry point whose var/ holds `development_env` (if given)."""
+    checkout = tmp_path / secrets.token_hex(4)
+    (checkout / "var").mkdir(parents=True)
+    (checkout / "manage.py").write_text((ROOT / "manage.py").read_text())
+    if development_env is not None:
+        (checkout / "var" / "development.env").write_text(development_env)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("DEBUG", "SECRET_KEY", "CLOUDFLARE_"))}
+    environment.update({"PYTHONPATH": str(ROOT), "PORTAL_VAR_DIR": str(tmp_path / "state"), **variables})
+    return subprocess.run(
+        [sys.executable, str(checkout / "manage.py"), *arguments],
+        cwd=checkout,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+def test_manage_py_uses_the_development_settings_make_run_wrote(tmp_path):
+    """The README's `manage.py` commands work after `make run`, without setting DEBUG by hand."""
+    written = run_manage(tmp_path, "check", development_env="# by make run\nDEBUG=true\n")
+    absent = run_manage(tmp_path, "check", development_env=None)
+    overridden = run_manage(tmp_path, "check", development_env="DEBUG=true\n", DEBUG="false")
+
+    assert written.returncode == 0, written.stderr
+    assert "SECRET_KEY is required" in absent.stderr
+    assert "SECRET_KEY is required" in overridden.stderr  # the environment wins over the file
+
+
+def test_links_in_emails_follow_the_address_the_portal_is_served_at(tmp_path):
+    code = "import django; django.setup(); from django.conf import settings; print(settings.PORTAL_BASE_URL)"
+
+    def base_url(**variables: str) -> str:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "DEBUG"))}
+        environment.update({"DEBUG": "true", "PORTAL_VAR_DIR": str(tmp_path), **variables})
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    assert base_url() == "http://127.0.0.1:8000"
+    assert base_url(PORTAL_ADDRESS="0.0.0.0:9000") == "http://0.0.0.0:9000"
+    assert base_url(PORTAL_ADDRESS="0.0.0.0:9000", PORTAL_BASE_URL="https://portal.example.com/") == (
+        "https://portal.example.com"
+    )
