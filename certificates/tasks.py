@@ -173,8 +173,15 @@ def _zones_waiting_for_sync() -> list[str]:
     # A younger mark is left to the sync queued with it (after the debounce); a zone being synced now is left to
     # that sync, which keeps the mark if it read the database before the change (see firewall_sync).
     settled = now - timedelta(seconds=settings.FIREWALL_SYNC_DEBOUNCE_SECONDS + REQUESTED_SYNC_GRACE_SECONDS)
-    waiting = FirewallState.objects.filter(sync_requested_at__lte=settled).exclude(lease_until__gt=now)
-    return sorted(waiting.values_list("zone_id", flat=True))
+    waiting = set(
+        FirewallState.objects.filter(sync_requested_at__lte=settled)
+        .exclude(lease_until__gt=now)
+        .values_list("zone_id", flat=True)
+    )
+    # A zone no sync has pushed yet (a new deployment) has no base rule: mTLS is not required until the first sync.
+    if not FirewallState.objects.filter(zone_id=settings.CLOUDFLARE_ZONE_ID, last_synced_at__isnull=False).exists():
+        waiting.add(settings.CLOUDFLARE_ZONE_ID)
+    return sorted(waiting)
 
 
 @shared_task

@@ -270,13 +270,25 @@ def test_beat_queues_the_zones_whose_sync_was_lost_and_only_those(db, settings):
     FirewallState.objects.create(
         zone_id=running, sync_requested_at=now - timedelta(seconds=60), lease_until=now + timedelta(minutes=1)
     )
-    FirewallState.objects.create(zone_id=synced, sync_requested_at=None)
+    FirewallState.objects.create(zone_id=synced, sync_requested_at=None, last_synced_at=now)
+    settings.CLOUDFLARE_ZONE_ID = synced
 
     with mock.patch.object(tasks.sync_firewall, "delay") as delay:
         queued = tasks.sync_all_firewalls.apply(kwargs={"requested_only": True}).get()
 
     assert queued == [lost]
     delay.assert_called_once_with(lost)
+
+
+def test_a_new_deployment_gets_its_base_rule_from_beats_first_pass_not_ten_minutes_later(db, settings):
+    """No sync has pushed the zone yet, so nothing requires a certificate at the edge: the frequent pass syncs it."""
+    settings.CLOUDFLARE_ZONE_ID = "e" * 32
+
+    with mock.patch.object(tasks.sync_firewall, "delay") as delay:
+        queued = tasks.sync_all_firewalls.apply(kwargs={"requested_only": True}).get()
+
+    assert queued == ["e" * 32]
+    delay.assert_called_once_with("e" * 32)
 
 
 def test_beat_looks_for_lost_syncs_often(settings):
