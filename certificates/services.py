@@ -105,6 +105,10 @@ class RateLimitedError(ServiceError):
     status_code = 429
 
 
+UNCONFIRMED_MESSAGE = (
+    "Cloudflare did not confirm the certificate. The portal keeps checking: within a minute or two it appears "
+    "on your dashboard if it was issued, or is marked failed if not. Keep this tab open, your key exists only here."
+)
 ZONE_FULL = (
     "The zone has no room for more certificates: every slot is in use. Ask staff for room on your dashboard; "
     "you get an email when they have made some."
@@ -149,6 +153,8 @@ def certificate_issue(
             from certificates.tasks import request_reconcile
 
             request_reconcile(certificate.pk)
+        if isinstance(exc, cf_errors.CloudflareError):
+            raise CloudflareUnavailableError(UNCONFIRMED_MESSAGE) from exc
         raise
 
 
@@ -288,11 +294,7 @@ def _resolve_ambiguous_create(
     from certificates.tasks import request_reconcile
 
     request_reconcile(certificate.pk)
-    raise CloudflareUnavailableError(
-        "Cloudflare did not confirm the certificate. The portal keeps checking: within a few minutes it appears "
-        "on your dashboard if it was issued, or is marked failed if not. Keep this tab open, your key exists "
-        "only here."
-    ) from error
+    raise CloudflareUnavailableError(UNCONFIRMED_MESSAGE) from error
 
 
 def _mark_unconfirmed(certificate: Certificate, *, error: Exception, origin: Origin) -> bool:

@@ -322,3 +322,28 @@ def test_a_change_saved_while_redis_was_down_reaches_the_edge_through_beat(
 
     assert "192.0.2.0/24" in edge_expressions()
     assert FirewallState.objects.get(zone_id=ZONE).sync_requested_at is None
+
+
+def test_an_unexpected_answer_from_cloudflare_during_issuance_is_a_503_and_the_row_is_checked(
+    emulator, alice, monkeypatch
+):
+    """Not a 500: an error the code did not foresee may come after Cloudflare made the certificate."""
+    from cloudflare import errors as cf_errors
+    from tests.certificates.test_api import token_for
+
+    def unforeseen(*args, **kwargs):
+        raise cf_errors.CloudflareError("an error the issuance code has no branch for")
+
+    monkeypatch.setattr(CloudflareClient, "create_client_certificate", unforeseen)
+    body = {"csr": policy_csr(alice), "validity_days": 365, "name": "ci"}
+
+    response = Client().post(
+        "/api/v1/certificates",
+        json.dumps(body),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token_for(alice)}"},
+    )
+
+    assert response.status_code == 503
+    assert "did not confirm the certificate" in response.json()["detail"]
+    assert Certificate.objects.get().status == Certificate.Status.UNCONFIRMED
