@@ -66,6 +66,34 @@ function passwordFields() {
   return { password, confirm, message };
 }
 
+/** The PKCS#12 file, or null after saying (under the password fields) why it cannot be built. */
+async function makePkcs12(generated, fields, button) {
+  const problem = passwordProblem(fields.password.value, fields.confirm.value, MIN_PASSWORD_LENGTH);
+  if (problem) {
+    fields.message(problem, true);
+    fields.password.focus();
+    return null;
+  }
+  fields.message("", false);
+  setBusy(button, true, "Building…");
+  try {
+    await nextFrame();
+    return await buildPkcs12({
+      privateKeyPkcs8: generated.pkcs8,
+      certificateDer: generated.certificateDer,
+      password: fields.password.value,
+      friendlyName: generated.name,
+      legacy: byId("p12-legacy").checked,
+    });
+  } catch (e) {
+    console.error(e);
+    fields.message(`Could not build the PKCS#12 file: ${errorText(e)}`, true);
+    return null;
+  } finally {
+    setBusy(button, false);
+  }
+}
+
 /** Wires the download buttons of the generated key; page.generated holds what to download. */
 export function setupDownloads(page) {
   const fields = passwordFields();
@@ -76,33 +104,6 @@ export function setupDownloads(page) {
     byId("key-saved-note").hidden = false;
   };
   const canBundle = () => page.generated && page.generated.pkcs8 && page.generated.certificateDer;
-
-  async function makePkcs12(button) {
-    const problem = passwordProblem(fields.password.value, fields.confirm.value, MIN_PASSWORD_LENGTH);
-    if (problem) {
-      fields.message(problem, true);
-      fields.password.focus();
-      return null;
-    }
-    fields.message("", false);
-    setBusy(button, true, "Building…");
-    try {
-      await nextFrame();
-      return await buildPkcs12({
-        privateKeyPkcs8: page.generated.pkcs8,
-        certificateDer: page.generated.certificateDer,
-        password: fields.password.value,
-        friendlyName: page.generated.name,
-        legacy: byId("p12-legacy").checked,
-      });
-    } catch (e) {
-      console.error(e);
-      fields.message(`Could not build the PKCS#12 file: ${errorText(e)}`, true);
-      return null;
-    } finally {
-      setBusy(button, false);
-    }
-  }
 
   byId("download-key").addEventListener("click", () => {
     if (!page.generated) return;
@@ -121,7 +122,7 @@ export function setupDownloads(page) {
 
   byId("download-pkcs12").addEventListener("click", async (ev) => {
     if (!canBundle()) return;
-    const pkcs12 = await makePkcs12(ev.currentTarget);
+    const pkcs12 = await makePkcs12(page.generated, fields, ev.currentTarget);
     if (!pkcs12) return;
     saveFile(pkcs12, fileNames(page.generated.name).pkcs12, "application/x-pkcs12");
     keySaved();
@@ -130,7 +131,7 @@ export function setupDownloads(page) {
 
   byId("download-zip").addEventListener("click", async (ev) => {
     if (!canBundle()) return;
-    const pkcs12 = await makePkcs12(ev.currentTarget);
+    const pkcs12 = await makePkcs12(page.generated, fields, ev.currentTarget);
     if (!pkcs12) return;
     const files = zipFiles({ generated: page.generated, pkcs12, hostname: page.hostnames[0], legacyPkcs12: byId("p12-legacy").checked });
     saveFile(buildZip(files), fileNames(page.generated.name).zip, "application/zip");
