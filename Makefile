@@ -42,7 +42,7 @@ test-js: $(STAMP)
 		cd frontend && npm ci --no-audit --no-fund --silent && PYTHON=../$(BIN)/python npm test; \
 	else echo "npm not found: skipping the frontend tests (frontend/test)"; fi
 
-# Rebuild static/js/new-certificate.js after changing frontend/src (the built bundle is committed).
+# Rebuild the page scripts in static/js/ after changing frontend/src (the built bundles are committed).
 build-js:
 	cd frontend && npm ci --no-audit --no-fund && npm run build
 

@@ -1,4 +1,7 @@
-// Bundles src/new-certificate.js into ../static/js/new-certificate.js (IIFE, minified, license comments kept).
+// Bundles every page script in src/ into ../static/js/ (one IIFE per page, minified, license comments
+// kept); the bundles are committed so that running the portal needs no Node:
+//   src/new-certificate.js -> static/js/new-certificate.js  (the new-certificate page)
+//   src/portal.js          -> static/js/portal.js           (copy buttons, pending status; other pages)
 // Usage: npm run build            (npm run build -- --watch to rebuild on change)
 import * as esbuild from "esbuild";
 import { fileURLToPath } from "node:url";
@@ -6,11 +9,12 @@ import { dirname, join } from "node:path";
 import { statSync } from "node:fs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const outfile = join(here, "..", "static", "js", "new-certificate.js");
+const outdir = join(here, "..", "static", "js");
+const PAGE_SCRIPTS = ["new-certificate", "portal"];
 
 const options = {
-  entryPoints: [join(here, "src", "new-certificate.js")],
-  outfile,
+  entryPoints: PAGE_SCRIPTS.map((name) => join(here, "src", `${name}.js`)),
+  outdir,
   bundle: true,
   format: "iife",
   platform: "browser",
@@ -28,5 +32,8 @@ if (process.argv.includes("--watch")) {
   await ctx.watch();
 } else {
   await esbuild.build(options);
-  console.log(`${outfile}: ${(statSync(outfile).size / 1024).toFixed(1)} KiB`);
+  for (const name of PAGE_SCRIPTS) {
+    const outfile = join(outdir, `${name}.js`);
+    console.log(`${outfile}: ${(statSync(outfile).size / 1024).toFixed(1)} KiB`);
+  }
 }
