@@ -36,7 +36,7 @@ def setup_django() -> None:
 def use_emulator(**kwargs):  # type: ignore[no-untyped-def]
     """Mount a fresh in-process emulator as the portal's Cloudflare, with a call budget of its own."""
     from cloudflare.budget import LocalBudget
-    from cloudflare.emulator import Emulator
+    from cloudflare_emulator import Emulator
     from portal import integrations
 
     emulator = Emulator(**kwargs)

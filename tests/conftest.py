@@ -76,7 +76,7 @@ def is_envelope(response) -> bool:
 def emulator(settings, monkeypatch):
     """Each test gets its own in-memory emulator and its own call budget."""
     from cloudflare.budget import LocalBudget
-    from cloudflare.emulator import Emulator
+    from cloudflare_emulator import Emulator
     from portal import integrations
 
     settings.CLOUDFLARE_EMULATED = True

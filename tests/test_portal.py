@@ -6,7 +6,7 @@ import pytest
 from django.test import override_settings
 from django.urls import reverse
 
-from cloudflare.emulator import Emulator
+from cloudflare_emulator import Emulator
 from portal import integrations
 from tests.support.pki import make_csr
 

@@ -317,7 +317,7 @@ def test_clients_of_one_emulator_share_one_session(emulator):
 
 
 def test_an_issuance_whose_reported_fingerprint_is_not_the_certificates_is_refused(emulator, alice, monkeypatch):
-    from cloudflare.emulator import pki
+    from cloudflare_emulator import pki
 
     monkeypatch.setattr(pki, "fingerprint_sha256", lambda certificate: "ab" * 32)
 

@@ -1,0 +1,98 @@
+"""The package layout holds: `cloudflare/` is plain Python, the emulator loads only when it is used."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_production import run_portal
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCT_PACKAGES = ("portal", "certificates", "cloudflare", "cloudflare_emulator")
+
+
+def modules_of(packages: tuple[str, ...]) -> dict[str, Path]:
+    """Every module of `packages` by dotted name (migrations left out: Django imports them, nothing else does)."""
+    modules = {}
+    for package in packages:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            modules[name] = path
+    return modules
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every absolute import anywhere in the file, inside functions too: a function-level import hides a
+    dependency, it does not remove it. `from a import b` counts as `a` and as `a.b` (b may be a module)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_cloudflare_imports_neither_django_nor_the_emulator():
+    offenders = {
+        f"{name}: {imported}"
+        for name, path in modules_of(("cloudflare",)).items()
+        for imported in imported_names(path)
+        if imported.split(".")[0] in ("django", "cloudflare_emulator", "portal", "certificates")
+    }
+    assert offenders == set()
+
+
+def test_importing_every_cloudflare_module_loads_no_django_and_no_emulator():
+    modules = sorted(modules_of(("cloudflare",)))
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'cloudflare_emulator'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+# Start-up as gunicorn and the worker would: settings, every URL (views, API), the WSGI app and the tasks.
+START_UP_AND_LIST_EMULATOR_MODULES = """
+import sys
+import django
+django.setup()
+from django.urls import get_resolver
+get_resolver().url_patterns
+import portal.wsgi, certificates.tasks
+print(sorted(m for m in sys.modules if m.split(".")[0] == "cloudflare_emulator"))
+"""
+
+
+def test_production_start_up_with_a_token_imports_no_emulator_module(tmp_path):
+    result = run_portal(tmp_path, ["-c", START_UP_AND_LIST_EMULATOR_MODULES])
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_emulator_is_imported_when_it_is_asked_for(tmp_path):
+    """The check above can see emulator modules: with the emulator in use, building a client loads it."""
+    code = START_UP_AND_LIST_EMULATOR_MODULES.replace(
+        "import portal.wsgi",
+        "from portal.integrations import get_cloudflare_client; get_cloudflare_client()\nimport portal.wsgi",
+    )
+    result = run_portal(
+        tmp_path,
+        ["-c", code],
+        CLOUDFLARE_API_TOKEN=None,
+        CLOUDFLARE_EMULATOR="true",
+        EMAIL_HOST=None,
+        EMAIL_CONSOLE="true",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "cloudflare_emulator" in result.stdout.strip().splitlines()[-1]
