@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from certificates.admission import admission_refusal, held_by, pending_request, zone_lock, zone_room
 from certificates.allowlist import AllowlistError, CheckedAllowlist, check_networks
+from certificates.cloudflare_client import get_cloudflare_client, get_zone_id
 from certificates.csr import (
     CertificateFacts,
     CSRError,
@@ -49,7 +50,6 @@ from cloudflare import errors as cf_errors
 from cloudflare.client import CloudflareClient
 from cloudflare.models import ClientCertificate
 from portal.env import Rate
-from portal.integrations import get_cloudflare_client, get_zone_id
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from certificates import admission, services
+from certificates.cloudflare_client import get_cloudflare_client, get_zone_id
 from certificates.firewall.status import allowlist_status, awaiting_the_edge, sync_trouble
 from certificates.models import AccessRequest, ApiToken, AuditEvent, Certificate, FirewallState
 from certificates.policy import get_policy
 from certificates.views_helpers import origin_of
 from cloudflare.errors import CloudflareError
-from portal.integrations import get_cloudflare_client, get_zone_id
 
 
 def _own_certificate(request: HttpRequest, pk: int) -> Certificate:

@@ -38,7 +38,7 @@ EDGE_ERROR_PAGE = (
 )
 
 # Enterprise's number (FACTS.md §7), so an emulator nobody configured refuses nothing the smaller plans would
-# allow; the portal passes its own CLOUDFLARE_CUSTOM_RULES_LIMIT (portal/integrations.py).
+# allow; the portal passes its own CLOUDFLARE_CUSTOM_RULES_LIMIT (certificates/cloudflare_client.py).
 DEFAULT_CUSTOM_RULES_LIMIT = 1000
 
 T = TypeVar("T")

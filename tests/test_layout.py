@@ -83,7 +83,7 @@ def test_the_emulator_is_imported_when_it_is_asked_for(tmp_path):
     """The check above can see emulator modules: with the emulator in use, building a client loads it."""
     code = START_UP_AND_LIST_EMULATOR_MODULES.replace(
         "import portal.wsgi",
-        "from portal.integrations import get_cloudflare_client; get_cloudflare_client()\nimport portal.wsgi",
+        "from certificates.cloudflare_client import get_cloudflare_client; get_cloudflare_client()\nimport portal.wsgi",
     )
     result = run_portal(
         tmp_path,

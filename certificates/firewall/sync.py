@@ -35,6 +35,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Q
 from django.utils import timezone
 
+from certificates.cloudflare_client import get_cloudflare_client
 from certificates.firewall.compiler import (
     DesiredRule,
     FirewallCompileError,
@@ -49,7 +50,6 @@ from certificates.models import AllowlistEntry, Certificate, FirewallState
 from cloudflare import errors as cf_errors
 from cloudflare.client import CloudflareClient, before
 from cloudflare.models import Rule, Ruleset, RuleSpec
-from portal.integrations import get_cloudflare_client
 
 logger = logging.getLogger(__name__)
 

@@ -15,13 +15,12 @@ from celery.exceptions import Retry
 from django.core.cache import cache
 from django.utils import timezone
 
-from certificates import lifecycle, services, tasks
+from certificates import cloudflare_client, lifecycle, services, tasks
+from certificates.cloudflare_client import get_cloudflare_client
 from certificates.firewall.sync import firewall_sync
 from certificates.models import AllowlistEntry, Certificate
 from cloudflare.errors import AuthenticationError, ErrorDetail, RateLimitedError, ServerError
 from cloudflare.models import RuleSpec
-from portal import integrations
-from portal.integrations import get_cloudflare_client
 from tests.support.pki import policy_csr
 
 ZONE = "0" * 32
@@ -302,7 +301,7 @@ def test_clients_share_one_http_session(settings, monkeypatch):
     settings.CLOUDFLARE_EMULATED = False
     settings.CLOUDFLARE_API_TOKEN = "t"
     settings.CLOUDFLARE_ZONE_ID = ZONE
-    monkeypatch.setattr(integrations, "get_call_budget", lambda: LocalBudget())
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", lambda: LocalBudget())
 
     first, second = get_cloudflare_client(), get_cloudflare_client(wait_for_budget=False)
 

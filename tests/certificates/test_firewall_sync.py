@@ -10,11 +10,11 @@ import pytest
 from django.core.management import call_command
 
 from certificates import services
+from certificates.cloudflare_client import get_cloudflare_client
 from certificates.firewall.sync import FirewallSyncError, SyncBusy, firewall_sync
 from certificates.models import AllowlistEntry, FirewallState
 from cloudflare.errors import AmbiguousRequestError
 from cloudflare.models import RuleSpec
-from portal.integrations import get_cloudflare_client
 from tests.support.pki import policy_csr
 
 ZONE = "0" * 32

@@ -8,11 +8,10 @@ import time
 import pytest
 from django.test import Client
 
-from certificates import services
+from certificates import cloudflare_client, services
+from certificates.cloudflare_client import get_cloudflare_client
 from certificates.models import AuditEvent, Certificate
 from cloudflare.budget import LocalBudget
-from portal import integrations
-from portal.integrations import get_cloudflare_client
 from tests.support.pki import policy_csr
 
 ADDR = "198.51.100.7"
@@ -22,7 +21,7 @@ ADDR = "198.51.100.7"
 def shared_budget(emulator, monkeypatch) -> LocalBudget:
     """One budget for every client of the test, as Redis gives every process."""
     budget = LocalBudget()
-    monkeypatch.setattr(integrations, "get_call_budget", lambda: budget)
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", lambda: budget)
     return budget
 
 

@@ -25,7 +25,7 @@ def slept() -> Recorder:
 
 
 def web_client(slept: Recorder, **kwargs) -> CloudflareClient:
-    """The shape of portal.integrations' web client, with a fake clock that moves when the client sleeps."""
+    """The shape of certificates.cloudflare_client' web client, with a fake clock that moves when the client sleeps."""
     return CloudflareClient(
         api_token="t",
         base_url=BASE_URL,

@@ -3,6 +3,8 @@
 The emulator is never a silent stand-in: settings use it only with DEBUG or CLOUDFLARE_EMULATOR=true, and
 then every page says so in a banner (templates/base.html), every answer in a header and each process in its
 log (portal/stand_ins.py).
+
+It lives in the domain app, beside its callers, so that certificates/ never reaches into the project package.
 """
 
 from __future__ import annotations
