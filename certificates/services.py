@@ -36,6 +36,7 @@ from certificates.csr import (
     public_key_sha256_of_certificate,
     validate_csr,
 )
+from certificates.enqueue import request_firewall_sync, request_reconcile, request_revocation_check
 from certificates.firewall.compiler import allowlist_fits
 from certificates.models import (
     AccessRequest,
@@ -146,8 +147,6 @@ def certificate_issue(
         # Anything else may have come after Cloudflare made the certificate: reconciliation decides, as after a
         # timeout. Either way the row does not stay `issuing`, holding one of the user's slots.
         if _mark_unconfirmed(certificate, error=exc, origin=origin):
-            from certificates.tasks import request_reconcile
-
             request_reconcile(certificate.pk)
         raise
 
@@ -285,8 +284,6 @@ def _resolve_ambiguous_create(
         _firewall_changed(settled.zone_id)
         return settled
     # Not listed (yet) or Cloudflare cannot be asked: the workers settle the row within a few minutes.
-    from certificates.tasks import request_reconcile
-
     request_reconcile(certificate.pk)
     raise CloudflareUnavailableError(
         "Cloudflare did not confirm the certificate. The portal keeps checking: within a few minutes it appears "
@@ -466,8 +463,6 @@ def _revocation_outcome(
         revoked = certificate_confirm_revocation(certificate=certificate, origin=origin, reason=reason, client=client)
     except cf_errors.CloudflareError:
         # No time left or still no answer: a worker asks Cloudflare at once and records it with the reason.
-        from certificates.tasks import request_revocation_check
-
         request_revocation_check(certificate.pk, reason=reason, origin=origin)
         raise CloudflareUnavailableError(
             "Cloudflare is slow right now, and the revocation may have gone through. The portal is checking: "
@@ -567,8 +562,6 @@ def _record_transition(
 
 def _firewall_changed(zone_id: str) -> None:
     # Imported here: the tasks module imports this one.
-    from certificates.tasks import request_firewall_sync
-
     request_firewall_sync(zone_id)
 
 

@@ -36,6 +36,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from certificates.cloudflare_client import get_cloudflare_client
+from certificates.enqueue import request_follow_up_sync
 from certificates.firewall.compiler import (
     DesiredRule,
     FirewallCompileError,
@@ -280,8 +281,6 @@ def _check_again_if_uncertain(zone_id: str, client: CloudflareClient, *, follow_
     sync reads the rules again once it can no longer land and rewrites whatever it undid (issue 9, point 6)."""
     if not client.uncertain_writes:
         return
-    from certificates.tasks import request_follow_up_sync
-
     request_follow_up_sync(zone_id, follow_up=follow_up + 1)
 
 

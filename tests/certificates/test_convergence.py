@@ -15,7 +15,7 @@ from celery.exceptions import Retry
 from django.core.cache import cache
 from django.utils import timezone
 
-from certificates import cloudflare_client, lifecycle, services, tasks
+from certificates import cloudflare_client, enqueue, lifecycle, services, tasks
 from certificates.cloudflare_client import get_cloudflare_client
 from certificates.firewall.sync import firewall_sync
 from certificates.models import AllowlistEntry, Certificate
@@ -119,7 +119,7 @@ def test_follow_ups_stop_after_a_few_in_a_row(emulator, alice, settings, django_
     firewall_sync(zone_id=ZONE)
 
     queued_for = []
-    for depth in range(tasks.FOLLOW_UPS_AT_MOST + 1):
+    for depth in range(enqueue.FOLLOW_UPS_AT_MOST + 1):
         cache.clear()
         AllowlistEntry.objects.filter(owner=alice).update(network=f"10.{depth}.0.0/16")
         emulator.faults.latency(5, method="PATCH")  # every sync meets a hung write

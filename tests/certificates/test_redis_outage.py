@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from certificates import cloudflare_client, services, tasks
+from certificates import cloudflare_client, enqueue, services, tasks
 from certificates.admission import held_by
 from certificates.cloudflare_client import get_cloudflare_client
 from certificates.firewall import sync
@@ -181,7 +181,7 @@ def test_an_allowlist_save_with_redis_down_succeeds_and_its_sync_is_marked(
     client = signed_in(alice)
     with (
         mock.patch.object(tasks.sync_firewall, "apply_async", side_effect=failure.get("apply_async")),
-        mock.patch.object(tasks.cache, "add", side_effect=failure.get("cache_add"), return_value=True),
+        mock.patch.object(enqueue.cache, "add", side_effect=failure.get("cache_add"), return_value=True),
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = client.post(reverse("certificates:allowlist"), {"networks": "192.0.2.0/24"})
@@ -251,7 +251,7 @@ def test_a_change_requested_during_a_sync_keeps_its_mark(emulator, alice, settin
 
     def with_a_change_meanwhile(*args, **kwargs):
         result = plan_and_apply(*args, **kwargs)
-        tasks.request_firewall_sync(ZONE)  # committed after the sync read the database
+        enqueue.request_firewall_sync(ZONE)  # committed after the sync read the database
         return result
 
     monkeypatch.setattr(sync, "_plan_and_apply", with_a_change_meanwhile)
