@@ -22,7 +22,7 @@ from django.utils import timezone
 from certificates.models import FirewallState
 
 if TYPE_CHECKING:
-    from certificates.services import Origin
+    from certificates.services.audit import Origin
 
 logger = logging.getLogger(__name__)
 

@@ -155,7 +155,7 @@ def test_a_long_pause_fails_at_once_with_when_to_try_again(shared_budget, alice)
 def test_a_web_request_never_waits_on_cloudflare_with_a_workers_patience(emulator, alice, monkeypatch, fault):
     """After an ambiguous create, the request looks for the certificate with its own client (the web deadline),
     not a worker's (30 s timeouts, a minute's wait for the budget); the workers look further."""
-    from certificates import services as services_module
+    from certificates.services import issuance as services_module
     from tests.certificates.test_api import token_for
 
     built: list[bool] = []
