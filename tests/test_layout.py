@@ -1,4 +1,5 @@
-"""The package layout holds: `cloudflare/` is plain Python, the emulator loads only when it is used."""
+"""The package layout holds: no import cycle, `cloudflare/` is plain Python, views leave Cloudflare to services,
+the emulator loads only when it is used."""
 
 from __future__ import annotations
 
@@ -36,6 +37,60 @@ def imported_names(path: Path) -> set[str]:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
+
+
+def import_graph(packages: tuple[str, ...]) -> dict[str, set[str]]:
+    modules = modules_of(packages)
+    return {name: (imported_names(path) & modules.keys()) - {name} for name, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan's algorithm): each is a cycle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for imported in sorted(graph[module]):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            component = []
+            while (member := stack.pop()) != module:
+                component.append(member)
+            if component:
+                found.append(sorted([module, *component]))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_import_cycle_among_the_products_packages():
+    assert cycles(import_graph(PRODUCT_PACKAGES)) == []
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_function_level_import():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert "certificates.tasks" in imported_names(ROOT / "certificates" / "apps.py"), "imports inside functions count"
+
+
+def test_views_and_the_api_leave_cloudflare_to_the_services():
+    """A page or an API call never talks to Cloudflare itself: it calls a service, which does."""
+    for module in ("certificates/views.py", "certificates/api.py"):
+        imported = imported_names(ROOT / module)
+        assert not {name for name in imported if name.startswith("cloudflare")}, module
+        assert "certificates.cloudflare_client.get_cloudflare_client" not in imported, module
+        assert not {name for name in imported if name.startswith("certificates.firewall.sync.firewall_plan")}, module
 
 
 def test_cloudflare_imports_neither_django_nor_the_emulator():

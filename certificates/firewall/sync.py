@@ -162,6 +162,16 @@ def firewall_plan(
     return plan_for(entrypoint, zone_id=zone_id, reserved=reserved), entrypoint
 
 
+def firewall_preview(*, zone_id: str) -> tuple[Plan | None, str | None]:
+    """The plan a sync would apply now and why there is none, for the staff page: one read of the entrypoint with
+    a web request's client, whose deadline keeps a slow Cloudflare from holding the page. Writes nothing."""
+    try:
+        plan, _ = firewall_plan(zone_id=zone_id, client=get_cloudflare_client(wait_for_budget=False))
+    except (FirewallSyncError, cf_errors.CloudflareError) as exc:
+        return None, str(exc)
+    return plan, None
+
+
 def plan_for(entrypoint: Ruleset | None, *, zone_id: str, reserved: int = 0) -> Plan:
     if not settings.PORTAL_API_HOSTNAMES:
         # With no hostnames the compiler wants no rules, which would delete the base rule: mTLS off.
