@@ -1,8 +1,4 @@
-"""Issuance: validate, reserve a slot, ask Cloudflare, record; settle creates whose answer was lost.
-
-Each Cloudflare call happens outside a database transaction; the outcome is recorded with a compare-and-set
-update so that concurrent workers and admins cannot overwrite each other (HOUSE_STYLE.md §5, §14).
-"""
+"""Issuance: validate, reserve a slot, ask Cloudflare, record; settle creates whose answer was lost."""
 
 from __future__ import annotations
 
