@@ -7,6 +7,8 @@ COPY pyproject.toml README.md ./
 COPY portal portal
 COPY certificates certificates
 COPY cloudflare cloudflare
+# The emulator, for a demo with CLOUDFLARE_EMULATOR=true; production with a token never imports it.
+COPY cloudflare_emulator cloudflare_emulator
 COPY templates templates
 COPY static static
 COPY manage.py gunicorn.conf.py ./

@@ -29,7 +29,7 @@ run: $(STAMP) $(DEV_ENV)
 	DEBUG=$${DEBUG:-true} PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
 emulator: $(STAMP)
-	$(BIN)/python -m cloudflare.emulator --host 127.0.0.1 --port $${EMULATOR_PORT:-8787}
+	$(BIN)/python -m cloudflare_emulator --host 127.0.0.1 --port $${EMULATOR_PORT:-8787}
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,8 +20,8 @@ from harness import header, write_result
 
 from cloudflare.budget import LocalBudget
 from cloudflare.client import CloudflareClient
-from cloudflare.emulator import Emulator
-from cloudflare.wsgi_transport import mount_wsgi_app
+from cloudflare_emulator import Emulator
+from cloudflare_emulator.wsgi_transport import mount_wsgi_app
 from tests.emulator.conftest import FakeClock
 
 OPERATIONS = 5000

@@ -21,9 +21,9 @@ def main() -> None:
     from django.conf import settings
     from django.contrib.auth import get_user_model
 
+    from certificates.cloudflare_client import get_cloudflare_client
     from certificates.lifecycle import certificates_poll
     from certificates.models import Certificate
-    from portal.integrations import get_cloudflare_client
 
     zone = settings.CLOUDFLARE_ZONE_ID
     owner = get_user_model().objects.create(username="fleet", email="fleet@example.com")

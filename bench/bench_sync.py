@@ -156,10 +156,10 @@ def main() -> None:
     setup_django()
     from django.conf import settings
 
+    from certificates.cloudflare_client import get_cloudflare_client
     from certificates.firewall import sync
     from certificates.models import AllowlistEntry, Certificate
     from cloudflare.models import RuleSpec
-    from portal.integrations import get_cloudflare_client
 
     settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
     settings.CLOUDFLARE_CUSTOM_RULES_LIMIT = RULES_LIMIT

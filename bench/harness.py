@@ -35,13 +35,13 @@ def setup_django() -> None:
 
 def use_emulator(**kwargs):  # type: ignore[no-untyped-def]
     """Mount a fresh in-process emulator as the portal's Cloudflare, with a call budget of its own."""
+    from certificates import cloudflare_client
     from cloudflare.budget import LocalBudget
-    from cloudflare.emulator import Emulator
-    from portal import integrations
+    from cloudflare_emulator import Emulator
 
     emulator = Emulator(**kwargs)
-    integrations.get_emulator = lambda: emulator  # type: ignore[assignment]
-    integrations.get_call_budget = lambda: LocalBudget()  # type: ignore[assignment]
+    cloudflare_client.get_emulator = lambda: emulator  # type: ignore[assignment]
+    cloudflare_client.get_call_budget = lambda: LocalBudget()  # type: ignore[assignment]
     return emulator
 
 
@@ -59,10 +59,10 @@ def count_traffic() -> list[Call]:
     A response hook on each client's requests.Session, added where get_cloudflare_client mounts the emulator,
     so the count is the client's own view: one entry per HTTP attempt, retries included.
     """
-    from portal import integrations
+    from cloudflare_emulator import wsgi_transport
 
     calls: list[Call] = []
-    mount = integrations.mount_wsgi_app
+    mount = wsgi_transport.mount_wsgi_app
 
     def record(response, *args, **kwargs):  # type: ignore[no-untyped-def]
         body = response.request.body or b""
@@ -74,7 +74,7 @@ def count_traffic() -> list[Call]:
         mount(session, base_url, app)
         session.hooks["response"].append(record)
 
-    integrations.mount_wsgi_app = mount_and_count  # type: ignore[assignment]
+    wsgi_transport.mount_wsgi_app = mount_and_count  # type: ignore[assignment]
     return calls
 
 

@@ -27,12 +27,12 @@ from pydantic import Field
 from redis.exceptions import RedisError
 
 from certificates import admission, services
+from certificates.cloudflare_client import get_zone_id
 from certificates.firewall.status import allowlist_status
 from certificates.models import Certificate
 from certificates.policy import KEY_TYPES, get_policy
 from certificates.views_helpers import origin_of
 from portal.env import Rate
-from portal.integrations import get_zone_id
 from portal.outages import OUTAGE_MESSAGE, RETRY_AFTER_SECONDS
 
 logger = logging.getLogger(__name__)

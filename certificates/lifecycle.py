@@ -16,10 +16,11 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from certificates.cloudflare_client import get_cloudflare_client
 from certificates.models import AuditEvent, Certificate, UnknownCertificate
-from certificates.services import Origin, audit, certificate_reconcile_unconfirmed, same_request
+from certificates.services.audit import Origin, audit
+from certificates.services.issuance import certificate_reconcile_unconfirmed, same_request
 from cloudflare.models import CertificateStatus, ClientCertificate
-from portal.integrations import get_cloudflare_client
 
 logger = logging.getLogger(__name__)
 

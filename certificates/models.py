@@ -240,7 +240,7 @@ class FirewallState(models.Model):
     # {"user_ids": [...] (allowlists not enforced), "allow_ranges": n (fingerprint ranges not checked),
     #  "reason": "..."}; empty when everything was pushed.
     left_out = models.JSONField(default=dict, blank=True)
-    # Set in the same transaction as every change the rules must follow (certificates.tasks.request_firewall_sync)
+    # Set in the same transaction as every change the rules must follow (certificates.enqueue.request_firewall_sync)
     # and cleared by the sync that read the database after it (compare-and-set on this value): while it is set, a
     # change is committed that no sync has pushed, and beat queues one even if the sync queued with the change was
     # lost (Redis down at the time, a worker killed).

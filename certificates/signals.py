@@ -15,6 +15,7 @@ from django.db.models.signals import pre_save
 from django.dispatch import receiver
 
 from certificates import admission, services
+from certificates.enqueue import request_firewall_sync
 from certificates.models import AccessRequest, Certificate
 from certificates.views_helpers import origin_of
 
@@ -26,8 +27,6 @@ def queue_firewall_sync_on_activation_change(sender: type, instance: Any, **kwar
     was_active = sender.objects.filter(pk=instance.pk).values_list("is_active", flat=True).first()
     if was_active is None or was_active == instance.is_active:
         return
-    from certificates.tasks import request_firewall_sync
-
     zones = Certificate.objects.filter(owner_id=instance.pk).values_list("zone_id", flat=True).distinct()
     for zone_id in zones:
         request_firewall_sync(zone_id)

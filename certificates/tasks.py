@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, NoReturn
 
 from celery import Task, shared_task
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from certificates import lifecycle
+from certificates.enqueue import request_firewall_sync
 from certificates.models import Certificate, FirewallState
 from certificates.services import (
     Origin,
@@ -40,8 +38,6 @@ REQUESTED_SYNC_GRACE_SECONDS = 10
 MAX_RETRIES = 8
 BACKOFF_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 300.0
-# A chain of follow-up syncs (see request_follow_up_sync) stops after this many; the periodic sync remains.
-FOLLOW_UPS_AT_MOST = 3
 
 
 def retry_or_raise(task: Task, exc: Exception) -> NoReturn:
@@ -189,51 +185,6 @@ def send_expiry_reminders() -> int:
     return lifecycle.expiry_reminders_send()
 
 
-def _debounce_key(zone_id: str) -> str:
-    return f"firewall-sync-queued:{zone_id}"
-
-
-def request_firewall_sync(zone_id: str) -> None:
-    """Mark the zone as needing a sync, in the caller's transaction, and queue one after it commits.
-
-    The mark commits or rolls back with the change, so a committed change always has its sync: the one queued
-    here, or, if queueing fails (Redis down), the one beat queues for marked zones (sync_all_firewalls). Syncs
-    requested within the debounce window collapse into one.
-    """
-    FirewallState.objects.get_or_create(zone_id=zone_id)
-    FirewallState.objects.filter(zone_id=zone_id).update(sync_requested_at=timezone.now())
-
-    def enqueue() -> None:
-        delay = settings.FIREWALL_SYNC_DEBOUNCE_SECONDS
-        # The marker lives exactly as long as the queued sync waits: that sync reads the database after it
-        # expires, so it sees every change made meanwhile, and a later change queues a new sync.
-        if delay <= 0 or cache.add(_debounce_key(zone_id), "1", timeout=delay):
-            sync_firewall.apply_async(args=[zone_id], countdown=delay)
-
-    transaction.on_commit(lambda: _enqueue_quietly(enqueue, f"a firewall sync of zone {zone_id}"))
-
-
-def request_follow_up_sync(zone_id: str, *, follow_up: int) -> None:
-    """Sync again FIREWALL_FOLLOW_UP_SECONDS from now, when a write whose outcome was unknown has landed or never
-    will: whatever a late commit undid is rewritten. `follow_up` counts the chain, which stops at
-    FOLLOW_UPS_AT_MOST (Cloudflare hanging on every write must not keep a sync queued forever)."""
-    if follow_up > FOLLOW_UPS_AT_MOST:
-        logger.warning(
-            "zone %s: %d follow-up syncs in a row met unknown outcomes; the periodic sync goes on",
-            zone_id,
-            follow_up - 1,
-        )
-        return
-    delay = settings.FIREWALL_FOLLOW_UP_SECONDS
-
-    def enqueue() -> None:
-        # One follow-up a zone at a time: it reads the rules after every uncertain write before it.
-        if cache.add(f"firewall-follow-up:{zone_id}", "1", timeout=delay):
-            sync_firewall.apply_async(args=[zone_id], kwargs={"follow_up": follow_up}, countdown=delay)
-
-    transaction.on_commit(lambda: _enqueue_quietly(enqueue, f"a follow-up sync of zone {zone_id}"))
-
-
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def confirm_revocation(
     self: Task, certificate_id: int, reason: str = "", actor_id: int | None = None, remote_addr: str | None = None
@@ -249,33 +200,3 @@ def confirm_revocation(
         )
     except CloudflareError as exc:
         retry_or_raise(self, exc)
-
-
-def request_revocation_check(certificate_id: int, *, reason: str, origin: Origin) -> None:
-    actor_id = origin.actor.pk if origin.actor is not None and origin.actor.is_authenticated else None
-    # Lost with Redis down: the periodic reconciliation still records a revocation Cloudflare carried out.
-    transaction.on_commit(
-        lambda: _enqueue_quietly(
-            lambda: confirm_revocation.delay(certificate_id, reason, actor_id, origin.remote_addr),
-            f"the revocation check of certificate {certificate_id}",
-        )
-    )
-
-
-def request_reconcile(certificate_id: int) -> None:
-    # sweep_stuck re-queues an unconfirmed row nobody settles, so a lost message only delays it.
-    transaction.on_commit(
-        lambda: _enqueue_quietly(
-            lambda: reconcile_certificate.apply_async(args=[certificate_id], countdown=10),
-            f"the reconciliation of certificate {certificate_id}",
-        )
-    )
-
-
-def _enqueue_quietly(enqueue: Callable[[], None], what: str) -> None:
-    """Queue after a commit without ever failing the request that committed: the database already holds what
-    makes the work happen later (a mark, a row in flight), so a broker or cache error is logged, not raised."""
-    try:
-        enqueue()
-    except Exception:  # redis, kombu, or anything else between us and the broker: the commit stands either way
-        logger.exception("Could not queue %s; the periodic tasks will pick it up", what)

@@ -14,12 +14,12 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from certificates import admission, services
+from certificates.cloudflare_client import get_zone_id
 from certificates.firewall.status import allowlist_status, awaiting_the_edge, sync_trouble
+from certificates.firewall.sync import firewall_preview
 from certificates.models import AccessRequest, ApiToken, AuditEvent, Certificate, FirewallState
 from certificates.policy import get_policy
 from certificates.views_helpers import origin_of
-from cloudflare.errors import CloudflareError
-from portal.integrations import get_cloudflare_client, get_zone_id
 
 
 def _own_certificate(request: HttpRequest, pk: int) -> Certificate:
@@ -232,15 +232,8 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def firewall_status(request: HttpRequest) -> HttpResponse:
     """Staff: the plan a sync would apply now (one read of the entrypoint) and what the last sync pushed."""
-    from certificates.firewall.sync import FirewallSyncError, firewall_plan
-
     zone_id = get_zone_id()
     state = FirewallState.objects.filter(zone_id=zone_id).first()
-    plan, error = None, None
-    try:
-        # A page: the web client, whose deadline keeps a slow Cloudflare from holding the request.
-        plan = firewall_plan(zone_id=zone_id, client=get_cloudflare_client(wait_for_budget=False))[0]
-    except (FirewallSyncError, CloudflareError) as exc:
-        error = str(exc)
+    plan, error = firewall_preview(zone_id=zone_id)
     context = {"zone_id": zone_id, "state": state, "plan": plan, "error": error}
     return render(request, "certificates/firewall_status.html", {**context, "trouble": sync_trouble(zone_id=zone_id)})

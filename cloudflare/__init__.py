@@ -1,6 +1,7 @@
-"""Cloudflare layer of the portal: API client, Rules-language builder and a local API emulator.
+"""Cloudflare layer of the portal: API client, errors, models, call budget, retries and the Rules-language builder.
 
-Plain Python with no Django imports, so it can be used and tested on its own.
+Plain Python that imports neither Django nor the emulator (cloudflare_emulator/, a development tool), so it can
+be used and tested on its own.
 """
 
 __version__ = "0.1.0"

@@ -14,7 +14,7 @@ from typing import Any
 QUOTA_EXCEEDED_CODE = 1445  # FACTS.md §3: client certificate per-zone quota reached
 CA_QUOTA_EXCEEDED_CODE = 1489  # FACTS.md §3: BYO CA quota reached
 # ASSUMPTION (undocumented by Cloudflare): the code of "too many custom rules for the plan", as the emulator
-# answers it (cloudflare/emulator/codes.py says why this number).
+# answers it (cloudflare_emulator/codes.py says why this number).
 RULE_LIMIT_CODE = 20217
 LEGACY_API_CODE = 10020  # FACTS.md §8: Firewall Rules API in maintenance mode
 # Cloudflare answers a missing or bad token with 400/403 and one of these codes rather than a 401.

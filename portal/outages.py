@@ -2,7 +2,7 @@
 
 Every web path that touches Redis does so before it changes anything (the budget is asked before the Cloudflare
 call, a throttle before the sign-in) or after its commit in a way that cannot fail the request (queueing a task,
-certificates.tasks._enqueue_quietly). So when Redis fails, nothing was done and the honest answer is "try again":
+certificates.enqueue._enqueue_quietly). So when Redis fails, nothing was done and the honest answer is "try again":
 the API answers it in JSON (certificates/api.py), the pages with this middleware, instead of a 500.
 """
 

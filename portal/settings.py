@@ -221,7 +221,7 @@ LOGGING = {
 }
 
 # Cloudflare
-# The built-in emulator (cloudflare/emulator, in-process, state in var/) lets a fresh checkout work with no
+# The built-in emulator (cloudflare_emulator, in-process, state in var/) lets a fresh checkout work with no
 # account: it is the default with DEBUG and no CLOUDFLARE_API_TOKEN. Its certificates come from a local test
 # CA and are worthless against the real API, so production never falls back to it silently: without a token
 # start-up fails unless CLOUDFLARE_EMULATOR=true asks for it (a demo). While it is in use, pages show a banner,

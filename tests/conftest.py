@@ -75,9 +75,9 @@ def is_envelope(response) -> bool:
 @pytest.fixture
 def emulator(settings, monkeypatch):
     """Each test gets its own in-memory emulator and its own call budget."""
+    from certificates import cloudflare_client
     from cloudflare.budget import LocalBudget
-    from cloudflare.emulator import Emulator
-    from portal import integrations
+    from cloudflare_emulator import Emulator
 
     settings.CLOUDFLARE_EMULATED = True
     settings.CLOUDFLARE_ZONE_ID = "0" * 32
@@ -86,8 +86,8 @@ def emulator(settings, monkeypatch):
 
     # The clock starts at the real time (certificates get real dates) and moves only when a test says so.
     instance = Emulator(clock=FakeClock(time.time()), revocation_delay=30, reactivation_delay=30)
-    monkeypatch.setattr(integrations, "get_emulator", lambda: instance)
-    monkeypatch.setattr(integrations, "get_call_budget", lambda: LocalBudget())
+    monkeypatch.setattr(cloudflare_client, "get_emulator", lambda: instance)
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", lambda: LocalBudget())
     return instance
 
 

@@ -1,4 +1,4 @@
-"""The scripted scenario of issue 2, over real HTTP against `python -m cloudflare.emulator`.
+"""The scripted scenario of issue 2, over real HTTP against `python -m cloudflare_emulator`.
 
 Twelve certificates, paged five at a time; revoke and reactivate; hostname associations; rules added,
 updated and deleted; bad requests. Every request and response is checked against the official schema.

@@ -35,6 +35,8 @@ from django.db import DatabaseError, connection
 from django.db.models import Q
 from django.utils import timezone
 
+from certificates.cloudflare_client import get_cloudflare_client
+from certificates.enqueue import request_follow_up_sync
 from certificates.firewall.compiler import (
     DesiredRule,
     FirewallCompileError,
@@ -49,7 +51,6 @@ from certificates.models import AllowlistEntry, Certificate, FirewallState
 from cloudflare import errors as cf_errors
 from cloudflare.client import CloudflareClient, before
 from cloudflare.models import Rule, Ruleset, RuleSpec
-from portal.integrations import get_cloudflare_client
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,16 @@ def firewall_plan(
     client = client or get_cloudflare_client()
     entrypoint = client.get_entrypoint(zone_id)
     return plan_for(entrypoint, zone_id=zone_id, reserved=reserved), entrypoint
+
+
+def firewall_preview(*, zone_id: str) -> tuple[Plan | None, str | None]:
+    """The plan a sync would apply now and why there is none, for the staff page: one read of the entrypoint with
+    a web request's client, whose deadline keeps a slow Cloudflare from holding the page. Writes nothing."""
+    try:
+        plan, _ = firewall_plan(zone_id=zone_id, client=get_cloudflare_client(wait_for_budget=False))
+    except (FirewallSyncError, cf_errors.CloudflareError) as exc:
+        return None, str(exc)
+    return plan, None
 
 
 def plan_for(entrypoint: Ruleset | None, *, zone_id: str, reserved: int = 0) -> Plan:
@@ -280,8 +291,6 @@ def _check_again_if_uncertain(zone_id: str, client: CloudflareClient, *, follow_
     sync reads the rules again once it can no longer land and rewrites whatever it undid (issue 9, point 6)."""
     if not client.uncertain_writes:
         return
-    from certificates.tasks import request_follow_up_sync
-
     request_follow_up_sync(zone_id, follow_up=follow_up + 1)
 
 

@@ -7,8 +7,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from certificates.cloudflare_client import get_zone_id
 from certificates.firewall.status import sync_trouble
-from portal.integrations import get_zone_id
 
 register = template.Library()
 

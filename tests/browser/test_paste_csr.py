@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from playwright.sync_api import Page, expect
 
+from certificates.cloudflare_client import get_cloudflare_client, get_zone_id
 from certificates.models import Certificate
-from portal.integrations import get_cloudflare_client, get_zone_id
 from tests.browser.support import ISSUE_PATH, download, load_certificate, spki
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

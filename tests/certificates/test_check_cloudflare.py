@@ -35,7 +35,7 @@ FOREIGN_SKIP = RuleSpec(
 
 @pytest.fixture
 def client(emulator, settings):
-    from portal.integrations import get_cloudflare_client
+    from certificates.cloudflare_client import get_cloudflare_client
 
     settings.PORTAL_API_HOSTNAMES = HOSTS
     settings.PORTAL_RULE_REF_PREFIX = "mtls_portal_"

@@ -74,7 +74,7 @@ def run_command(name: str, *args: str) -> str:
 
 
 def test_check_cloudflare_reports_and_fixes_the_hostname_associations(emulator, settings, db):
-    from portal.integrations import get_cloudflare_client
+    from certificates.cloudflare_client import get_cloudflare_client
     from tests.certificates.test_check_cloudflare import BASE
 
     settings.PORTAL_API_HOSTNAMES = ["api.example.com", "api2.example.com"]
@@ -89,7 +89,7 @@ def test_check_cloudflare_reports_and_fixes_the_hostname_associations(emulator, 
 
 
 def test_check_cloudflare_keeps_hostnames_others_associated(emulator, settings, db):
-    from portal.integrations import get_cloudflare_client
+    from certificates.cloudflare_client import get_cloudflare_client
 
     settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
     get_cloudflare_client().put_hostname_associations("0" * 32, ["admin.example.com"])
@@ -104,7 +104,7 @@ def test_check_cloudflare_keeps_hostnames_others_associated(emulator, settings, 
 
 
 def test_check_cloudflare_reports_each_check_on_its_own(emulator, settings, db):
-    from portal.integrations import get_cloudflare_client
+    from certificates.cloudflare_client import get_cloudflare_client
 
     settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
     get_cloudflare_client().put_hostname_associations("0" * 32, ["api.example.com"])

@@ -15,13 +15,12 @@ from celery.exceptions import Retry
 from django.core.cache import cache
 from django.utils import timezone
 
-from certificates import lifecycle, services, tasks
+from certificates import cloudflare_client, enqueue, lifecycle, services, tasks
+from certificates.cloudflare_client import get_cloudflare_client
 from certificates.firewall.sync import firewall_sync
 from certificates.models import AllowlistEntry, Certificate
 from cloudflare.errors import AuthenticationError, ErrorDetail, RateLimitedError, ServerError
 from cloudflare.models import RuleSpec
-from portal import integrations
-from portal.integrations import get_cloudflare_client
 from tests.support.pki import policy_csr
 
 ZONE = "0" * 32
@@ -120,7 +119,7 @@ def test_follow_ups_stop_after_a_few_in_a_row(emulator, alice, settings, django_
     firewall_sync(zone_id=ZONE)
 
     queued_for = []
-    for depth in range(tasks.FOLLOW_UPS_AT_MOST + 1):
+    for depth in range(enqueue.FOLLOW_UPS_AT_MOST + 1):
         cache.clear()
         AllowlistEntry.objects.filter(owner=alice).update(network=f"10.{depth}.0.0/16")
         emulator.faults.latency(5, method="PATCH")  # every sync meets a hung write
@@ -302,7 +301,7 @@ def test_clients_share_one_http_session(settings, monkeypatch):
     settings.CLOUDFLARE_EMULATED = False
     settings.CLOUDFLARE_API_TOKEN = "t"
     settings.CLOUDFLARE_ZONE_ID = ZONE
-    monkeypatch.setattr(integrations, "get_call_budget", lambda: LocalBudget())
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", lambda: LocalBudget())
 
     first, second = get_cloudflare_client(), get_cloudflare_client(wait_for_budget=False)
 
@@ -317,7 +316,7 @@ def test_clients_of_one_emulator_share_one_session(emulator):
 
 
 def test_an_issuance_whose_reported_fingerprint_is_not_the_certificates_is_refused(emulator, alice, monkeypatch):
-    from cloudflare.emulator import pki
+    from cloudflare_emulator import pki
 
     monkeypatch.setattr(pki, "fingerprint_sha256", lambda certificate: "ab" * 32)
 

@@ -19,14 +19,13 @@ import requests
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from certificates import services
+from certificates import cloudflare_client, services
 from certificates.firewall.sync import firewall_sync
 from certificates.lifecycle import zone_reconcile
 from certificates.models import AllowlistEntry, Certificate, UnknownCertificate
 from cloudflare.budget import LocalBudget
 from cloudflare.client import before
 from cloudflare.models import RuleSpec
-from portal import integrations
 from tests.support.emulator_process import running_emulator
 from tests.support.pki import policy_csr
 from tests.support.rules import MONITORING_SKIP
@@ -79,7 +78,7 @@ def zone_with_limit(settings, monkeypatch, limit: int) -> Iterator[Zone]:
         settings.CLOUDFLARE_CUSTOM_RULES_LIMIT = limit
         settings.PORTAL_API_HOSTNAMES = [API]
         settings.CLOUDFLARE_RETRY_BASE_DELAY = 0.01
-        monkeypatch.setattr(integrations, "get_call_budget", lambda: LocalBudget())
+        monkeypatch.setattr(cloudflare_client, "get_call_budget", lambda: LocalBudget())
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {TOKEN}"
         yield Zone(url.removesuffix("/client/v4"), session)
@@ -102,7 +101,7 @@ def issue(user, name: str = "laptop") -> Certificate:
 
 
 def client():
-    return integrations.get_cloudflare_client()
+    return cloudflare_client.get_cloudflare_client()
 
 
 def rules_in_zone() -> list:

@@ -17,13 +17,12 @@ import redis
 from django.urls import reverse
 from django.utils import timezone
 
-from certificates import services
+from certificates import cloudflare_client, services
+from certificates.cloudflare_client import get_cloudflare_client
 from certificates.firewall.sync import firewall_sync
 from certificates.models import AuditEvent, Certificate
 from cloudflare.budget import CallBudget, LocalBudget, RedisBudget
-from portal import integrations
 from portal.env import Rate
-from portal.integrations import get_cloudflare_client
 from tests.certificates import test_api
 from tests.certificates.test_api import issue_via_api
 from tests.certificates.test_views import logged_in
@@ -44,7 +43,7 @@ def small_budget(request, emulator, settings, monkeypatch) -> Iterator[CallBudge
     else:
         connection = redis.Redis.from_url(request.getfixturevalue("redis_url"))
         budget = RedisBudget(connection, key=f"test:fair-use:{uuid.uuid4().hex}", limit=BUDGET, window=300)
-    monkeypatch.setattr(integrations, "get_call_budget", lambda: budget)
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", lambda: budget)
     settings.CLOUDFLARE_BUDGET_RESERVED = RESERVED
     yield budget
     if isinstance(budget, RedisBudget):

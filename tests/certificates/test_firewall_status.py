@@ -210,10 +210,10 @@ def test_the_firewall_page_shows_the_last_error(emulator, settings, charlie):
 
 
 def test_the_firewall_page_names_another_teams_rule_above_the_portals(emulator, settings, alice, charlie):
+    from certificates.cloudflare_client import get_cloudflare_client
     from certificates.firewall.sync import firewall_sync
     from cloudflare.client import before
     from cloudflare.models import RuleSpec
-    from portal.integrations import get_cloudflare_client
     from tests.certificates.test_edge_enforcement import issue
     from tests.support.rules import MONITORING_SKIP
 

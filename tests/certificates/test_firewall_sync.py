@@ -10,11 +10,12 @@ import pytest
 from django.core.management import call_command
 
 from certificates import services
-from certificates.firewall.sync import FirewallSyncError, SyncBusy, firewall_sync
+from certificates.cloudflare_client import get_cloudflare_client
+from certificates.firewall import sync
+from certificates.firewall.sync import FirewallSyncError, SyncBusy, firewall_preview, firewall_sync
 from certificates.models import AllowlistEntry, FirewallState
 from cloudflare.errors import AmbiguousRequestError
 from cloudflare.models import RuleSpec
-from portal.integrations import get_cloudflare_client
 from tests.support.pki import policy_csr
 
 ZONE = "0" * 32
@@ -153,6 +154,40 @@ def test_dry_run_shows_the_plan_and_changes_nothing(emulator, alice):
     assert "93.184.216.0/24" in out.getvalue()
     assert "Dry run: nothing was changed." in out.getvalue()
     assert get_cloudflare_client().get_entrypoint(ZONE) is None
+
+
+def test_the_preview_is_the_plan_read_with_the_web_client_and_writes_nothing(emulator, alice, monkeypatch):
+    issue(alice)
+    built: list[bool] = []
+    monkeypatch.setattr(
+        sync,
+        "get_cloudflare_client",
+        lambda **kwargs: built.append(kwargs["wait_for_budget"]) or get_cloudflare_client(),
+    )
+    emulator.request_log.clear()
+
+    plan, error = firewall_preview(zone_id=ZONE)
+
+    assert error is None
+    assert "mtls_portal_base" in [rule.ref for rule in plan.add]
+    assert built == [False], "a page reads with the web client (its deadline)"
+    assert len(reads(emulator)) == 1
+    assert writes(emulator) == []
+
+
+def test_the_preview_reports_cloudflare_errors_and_refusals_instead_of_raising(emulator, alice, settings):
+    emulator.faults.server_error(times=10, status=503, method="GET")
+
+    plan, error = firewall_preview(zone_id=ZONE)
+
+    assert plan is None
+    assert error
+    emulator.faults.clear()
+    settings.PORTAL_API_HOSTNAMES = []
+    assert firewall_preview(zone_id=ZONE) == (
+        None,
+        "PORTAL_API_HOSTNAMES is empty; refusing to remove the portal's rules.",
+    )
 
 
 def test_a_zone_with_no_room_even_for_the_base_rule_is_a_clear_error_and_nothing_changes(emulator, alice, settings):

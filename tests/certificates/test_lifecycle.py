@@ -9,9 +9,9 @@ from django.core import mail
 from django.utils import timezone
 
 from certificates import lifecycle, services
+from certificates.cloudflare_client import get_cloudflare_client
 from certificates.models import AuditEvent, Certificate, UnknownCertificate
 from portal.env import Rate
-from portal.integrations import get_cloudflare_client
 from tests.support.pki import make_csr, policy_csr
 
 ZONE = "0" * 32

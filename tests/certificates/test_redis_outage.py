@@ -19,14 +19,13 @@ from django.urls import reverse
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from certificates import services, tasks
+from certificates import cloudflare_client, enqueue, services, tasks
 from certificates.admission import held_by
+from certificates.cloudflare_client import get_cloudflare_client
 from certificates.firewall import sync
 from certificates.models import AllowlistEntry, Certificate, FirewallState
 from cloudflare.budget import LocalBudget
 from cloudflare.client import CloudflareClient
-from portal import integrations
-from portal.integrations import get_cloudflare_client
 from portal.outages import OUTAGE_MESSAGE
 from tests.support.accounts import signed_in
 from tests.support.pki import policy_csr
@@ -56,7 +55,7 @@ def clean_cache():
 
 @pytest.fixture
 def redis_down(monkeypatch):
-    monkeypatch.setattr(integrations, "get_call_budget", RedisDown)
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", RedisDown)
 
 
 def issue(user, name="laptop") -> Certificate:
@@ -83,7 +82,7 @@ def assert_503_json(response) -> None:
 def test_an_issuance_whose_budget_redis_is_down_answers_503_and_leaves_no_row_issuing(emulator, alice, monkeypatch):
     issue(alice, name="the one she has")
     client, headers = api_client(alice)
-    monkeypatch.setattr(integrations, "get_call_budget", RedisDown)
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", RedisDown)
 
     body = {"csr": policy_csr(alice), "validity_days": 365, "name": "second"}
     response = client.post("/api/v1/certificates", json.dumps(body), content_type="application/json", headers=headers)
@@ -100,10 +99,10 @@ def test_an_issuance_whose_budget_redis_is_down_answers_503_and_leaves_no_row_is
 
 def test_a_failed_issuance_does_not_count_against_the_users_maximum(emulator, alice, settings, monkeypatch):
     settings.CERTIFICATE_MAX_ACTIVE_PER_USER = 1
-    monkeypatch.setattr(integrations, "get_call_budget", RedisDown)
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", RedisDown)
     with pytest.raises(redis.ConnectionError):
         issue(alice, name="during the outage")
-    monkeypatch.setattr(integrations, "get_call_budget", LocalBudget)
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", LocalBudget)
 
     assert issue(alice, name="after the outage").status == Certificate.Status.ACTIVE
 
@@ -135,7 +134,7 @@ def test_any_other_error_after_the_reservation_leaves_the_row_to_reconciliation(
 def test_a_revocation_through_the_api_whose_budget_redis_is_down_answers_503(emulator, alice, monkeypatch):
     certificate = issue(alice)
     client, headers = api_client(alice)
-    monkeypatch.setattr(integrations, "get_call_budget", RedisDown)
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", RedisDown)
 
     response = client.post(
         f"/api/v1/certificates/{certificate.pk}/revoke", "{}", content_type="application/json", headers=headers
@@ -149,7 +148,7 @@ def test_a_revocation_through_the_api_whose_budget_redis_is_down_answers_503(emu
 def test_a_revocation_on_the_page_whose_budget_redis_is_down_shows_a_message_not_a_500(emulator, alice, monkeypatch):
     certificate = issue(alice)
     client = signed_in(alice)
-    monkeypatch.setattr(integrations, "get_call_budget", RedisDown)
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", RedisDown)
 
     response = client.post(reverse("certificates:revoke", args=[certificate.pk]))
 
@@ -182,7 +181,7 @@ def test_an_allowlist_save_with_redis_down_succeeds_and_its_sync_is_marked(
     client = signed_in(alice)
     with (
         mock.patch.object(tasks.sync_firewall, "apply_async", side_effect=failure.get("apply_async")),
-        mock.patch.object(tasks.cache, "add", side_effect=failure.get("cache_add"), return_value=True),
+        mock.patch.object(enqueue.cache, "add", side_effect=failure.get("cache_add"), return_value=True),
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = client.post(reverse("certificates:allowlist"), {"networks": "192.0.2.0/24"})
@@ -252,7 +251,7 @@ def test_a_change_requested_during_a_sync_keeps_its_mark(emulator, alice, settin
 
     def with_a_change_meanwhile(*args, **kwargs):
         result = plan_and_apply(*args, **kwargs)
-        tasks.request_firewall_sync(ZONE)  # committed after the sync read the database
+        enqueue.request_firewall_sync(ZONE)  # committed after the sync read the database
         return result
 
     monkeypatch.setattr(sync, "_plan_and_apply", with_a_change_meanwhile)

@@ -8,11 +8,10 @@ import time
 import pytest
 from django.test import Client
 
-from certificates import services
+from certificates import cloudflare_client, services
+from certificates.cloudflare_client import get_cloudflare_client
 from certificates.models import AuditEvent, Certificate
 from cloudflare.budget import LocalBudget
-from portal import integrations
-from portal.integrations import get_cloudflare_client
 from tests.support.pki import policy_csr
 
 ADDR = "198.51.100.7"
@@ -22,7 +21,7 @@ ADDR = "198.51.100.7"
 def shared_budget(emulator, monkeypatch) -> LocalBudget:
     """One budget for every client of the test, as Redis gives every process."""
     budget = LocalBudget()
-    monkeypatch.setattr(integrations, "get_call_budget", lambda: budget)
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", lambda: budget)
     return budget
 
 
@@ -156,7 +155,7 @@ def test_a_long_pause_fails_at_once_with_when_to_try_again(shared_budget, alice)
 def test_a_web_request_never_waits_on_cloudflare_with_a_workers_patience(emulator, alice, monkeypatch, fault):
     """After an ambiguous create, the request looks for the certificate with its own client (the web deadline),
     not a worker's (30 s timeouts, a minute's wait for the budget); the workers look further."""
-    from certificates import services as services_module
+    from certificates.services import issuance as services_module
     from tests.certificates.test_api import token_for
 
     built: list[bool] = []

@@ -10,9 +10,9 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from certificates import services, tasks
+from certificates.cloudflare_client import get_cloudflare_client
 from certificates.models import AllowlistEntry, Certificate
 from cloudflare.errors import ServerError
-from portal.integrations import get_cloudflare_client
 from tests.support.pki import policy_csr
 
 ZONE = "0" * 32

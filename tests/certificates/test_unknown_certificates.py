@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from django.urls import reverse
 
 from certificates import lifecycle, services, tasks
+from certificates.cloudflare_client import get_cloudflare_client
 from certificates.models import AuditEvent, Certificate, UnknownCertificate
 from cloudflare.client import CloudflareClient
 from portal.env import Rate
-from portal.integrations import get_cloudflare_client
 from tests.support.accounts import signed_in
 from tests.support.pki import make_csr, make_key, policy_csr
 

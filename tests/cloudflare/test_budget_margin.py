@@ -11,9 +11,9 @@ import requests
 
 from cloudflare.budget import LocalBudget, RedisBudget
 from cloudflare.client import CloudflareClient
-from cloudflare.emulator import Emulator
 from cloudflare.retry import NO_RETRIES
-from cloudflare.wsgi_transport import mount_wsgi_app
+from cloudflare_emulator import Emulator
+from cloudflare_emulator.wsgi_transport import mount_wsgi_app
 from tests.conftest import BASE_URL, ZONE_ID
 from tests.emulator.conftest import FakeClock
 

@@ -11,9 +11,9 @@ import requests
 from cloudflare import errors
 from cloudflare.budget import LocalBudget
 from cloudflare.client import CloudflareClient
-from cloudflare.emulator import Emulator
 from cloudflare.retry import RetryPolicy
-from cloudflare.wsgi_transport import mount_wsgi_app
+from cloudflare_emulator import Emulator
+from cloudflare_emulator.wsgi_transport import mount_wsgi_app
 from tests.cloudflare.fixtures import CERT_ID, client_certificate, envelope
 from tests.cloudflare.test_client_retries import CERT_URL, RATE_LIMITED, Recorder
 from tests.conftest import BASE_URL, ZONE_ID
@@ -25,7 +25,7 @@ def slept() -> Recorder:
 
 
 def web_client(slept: Recorder, **kwargs) -> CloudflareClient:
-    """The shape of portal.integrations' web client, with a fake clock that moves when the client sleeps."""
+    """The shape of certificates.cloudflare_client' web client, with a fake clock that moves when the client sleeps."""
     return CloudflareClient(
         api_token="t",
         base_url=BASE_URL,

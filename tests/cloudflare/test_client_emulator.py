@@ -7,10 +7,10 @@ import requests
 
 from cloudflare import errors
 from cloudflare.client import CloudflareClient, before
-from cloudflare.emulator import EdgeRequest, Emulator
 from cloudflare.models import CertificateStatus, RuleSpec
 from cloudflare.retry import NO_RETRIES, RetryPolicy
-from cloudflare.wsgi_transport import mount_wsgi_app
+from cloudflare_emulator import EdgeRequest, Emulator
+from cloudflare_emulator.wsgi_transport import mount_wsgi_app
 from tests.emulator.conftest import FakeClock
 from tests.support.contract import ContractValidator, Exchange
 from tests.support.pki import make_csr

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
-from cloudflare.emulator import Emulator
-from cloudflare.wsgi_transport import mount_wsgi_app
+from cloudflare_emulator import Emulator
+from cloudflare_emulator.wsgi_transport import mount_wsgi_app
 from tests.support.contract import ContractValidator, ContractViolation, Exchange, describe, official_url, openapi
 
 TOKEN = "test-token-123"

@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from cloudflare.emulator import Emulator
+from cloudflare_emulator import Emulator
 
 from .conftest import START, ZONE, Api, FakeClock, error_code, issue, make_api, make_csr
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cloudflare.emulator import ApiError, EdgeRequest, Emulator
+from cloudflare_emulator import ApiError, EdgeRequest, Emulator
 
 from .conftest import ZONE, Api, FakeClock, error_code, issue, make_api, make_csr
 

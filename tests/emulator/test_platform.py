@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cloudflare.emulator import Emulator, LoggedRequest
+from cloudflare_emulator import Emulator, LoggedRequest
 
 from .conftest import TOKEN, ZONE, Api, FakeClock, error_code, issue, make_api, make_csr
 
@@ -63,7 +63,7 @@ def test_malformed_bodies_get_an_envelope_not_a_traceback(api: Api, raw: bytes) 
 def test_unexpected_errors_become_a_500_envelope(
     api: Api, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from cloudflare.emulator import routes
+    from cloudflare_emulator import routes
 
     def explode(context: object) -> None:
         raise RuntimeError("boom")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cloudflare.emulator import Emulator
+from cloudflare_emulator import Emulator
 
 from .conftest import ZONE, Api, FakeClock, error_code, make_api
 

@@ -1,4 +1,4 @@
-"""The command line: `python -m cloudflare.emulator` serving real HTTP."""
+"""The command line: `python -m cloudflare_emulator` serving real HTTP."""
 
 from __future__ import annotations
 

@@ -22,9 +22,9 @@ from certificates.firewall.compiler import (
     compile_rules,
     placement_of,
 )
-from cloudflare.emulator import evaluator
-from cloudflare.emulator.evaluator import Request
 from cloudflare.expressions import CERT_FINGERPRINT_SHA256, MAX_EXPRESSION_LENGTH, StringSet, validate
+from cloudflare_emulator import evaluator
+from cloudflare_emulator.evaluator import Request
 
 PREFIX = "mtls_portal_"
 PROTECTED_POOL = ("api.example.com", "api-eu.example.com", "mtls.example.net")

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from cloudflare.emulator.evaluator import EvaluatorError, Request, matches
+from cloudflare_emulator.evaluator import EvaluatorError, Request, matches
 
 FP = "ab" * 32
 FINGERPRINT = "cf.tls_client_auth.cert_fingerprint_sha256"

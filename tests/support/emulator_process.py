@@ -1,4 +1,4 @@
-"""`python -m cloudflare.emulator` as a real process on a free port, for tests over real HTTP."""
+"""`python -m cloudflare_emulator` as a real process on a free port, for tests over real HTTP."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ LISTENING = "Cloudflare API emulator listening on "
 def running_emulator(*arguments: str) -> Iterator[str]:
     """Start the emulator with `arguments` on a port the system picks; yield its base URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "cloudflare.emulator", "--host", "127.0.0.1", "--port", "0", *arguments],
+        [sys.executable, "-m", "cloudflare_emulator", "--host", "127.0.0.1", "--port", "0", *arguments],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

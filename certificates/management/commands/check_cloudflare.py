@@ -20,12 +20,12 @@ import octorules_wirefilter
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from certificates.cloudflare_client import get_cloudflare_client, get_zone_id
 from certificates.firewall.status import sync_trouble
 from certificates.models import FirewallState
 from cloudflare.client import CloudflareClient
 from cloudflare.errors import AuthenticationError, CloudflareError, NotFoundError, PermissionDeniedError
 from cloudflare.models import Rule, Ruleset
-from portal.integrations import get_cloudflare_client, get_zone_id
 
 T = TypeVar("T")
 

@@ -7,8 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from certificates.enqueue import request_firewall_sync
 from certificates.lifecycle import certificates_poll
-from certificates.tasks import request_firewall_sync
 from cloudflare.errors import CloudflareError
 
 

@@ -1,4 +1,4 @@
-"""`python -m cloudflare.emulator --host 127.0.0.1 --port 8787 [--token T] [--state FILE] ...`"""
+"""`python -m cloudflare_emulator --host 127.0.0.1 --port 8787 [--token T] [--state FILE] ...`"""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .app import API_PREFIX, DEFAULT_CUSTOM_RULES_LIMIT, Emulator
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cloudflare.emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cloudflare_emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787, help="0 picks a free port (printed on start)")
     parser.add_argument("--token", default=None, help="required bearer token (default: accept any)")

@@ -90,7 +90,7 @@ class WSGITransport(BaseAdapter):
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
             # The emulator reads this to simulate a read timeout the way a socket would raise it.
-            "cloudflare.emulator.read_timeout": _read_timeout(timeout),
+            "cloudflare_emulator.read_timeout": _read_timeout(timeout),
         }
         for name, value in request.headers.items():
             key = name.upper().replace("-", "_")

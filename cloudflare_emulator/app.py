@@ -16,7 +16,7 @@ from werkzeug.http import HTTP_STATUS_CODES, http_date
 from werkzeug.routing import Map, RequestRedirect
 from werkzeug.wrappers import Request, Response
 
-from cloudflare.wsgi_transport import EmulatedConnectError, EmulatedReadTimeout
+from cloudflare_emulator.wsgi_transport import EmulatedConnectError, EmulatedReadTimeout
 
 from . import codes, edge, ratelimit
 from .context import Context, Settings, ensure_ca
@@ -26,11 +26,11 @@ from .faults import Fault, Faults
 from .routes import ADMIN_HANDLERS, ADMIN_URL_MAP, HANDLERS, URL_MAP, Handler
 from .state import StateStore, empty_state
 
-logger = logging.getLogger("cloudflare.emulator")
+logger = logging.getLogger("cloudflare_emulator")
 
 API_PREFIX = "/client/v4"
 ADMIN_PREFIX = "/__emulator__"
-READ_TIMEOUT_KEY = "cloudflare.emulator.read_timeout"
+READ_TIMEOUT_KEY = "cloudflare_emulator.read_timeout"
 OUTCOME_FAULTS = ("rate_limit", "server_error", "create_commits_then_fails")
 EDGE_ERROR_PAGE = (
     "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
@@ -38,7 +38,7 @@ EDGE_ERROR_PAGE = (
 )
 
 # Enterprise's number (FACTS.md §7), so an emulator nobody configured refuses nothing the smaller plans would
-# allow; the portal passes its own CLOUDFLARE_CUSTOM_RULES_LIMIT (portal/integrations.py).
+# allow; the portal passes its own CLOUDFLARE_CUSTOM_RULES_LIMIT (certificates/cloudflare_client.py).
 DEFAULT_CUSTOM_RULES_LIMIT = 1000
 
 T = TypeVar("T")

@@ -3,12 +3,15 @@
 The emulator is never a silent stand-in: settings use it only with DEBUG or CLOUDFLARE_EMULATOR=true, and
 then every page says so in a banner (templates/base.html), every answer in a header and each process in its
 log (portal/stand_ins.py).
+
+It lives in the domain app, beside its callers, so that certificates/ never reaches into the project package.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import TYPE_CHECKING
 
 import requests
 from django.conf import settings
@@ -16,9 +19,10 @@ from django.core.exceptions import ImproperlyConfigured
 
 from cloudflare.budget import CallBudget, LocalBudget, RedisBudget
 from cloudflare.client import CloudflareClient
-from cloudflare.emulator import Emulator
 from cloudflare.retry import RetryPolicy
-from cloudflare.wsgi_transport import mount_wsgi_app
+
+if TYPE_CHECKING:
+    from cloudflare_emulator import Emulator
 
 EMULATOR_BASE_URL = "http://cloudflare-emulator.invalid/client/v4"
 EMULATOR_TOKEN = "emulator-token"  # noqa: S105 - the in-process emulator accepts any bearer token
@@ -44,6 +48,9 @@ def get_call_budget() -> CallBudget:
 
 @functools.cache
 def get_emulator() -> Emulator:
+    # Imported here, not at the top: a portal with a real token never loads the emulator.
+    from cloudflare_emulator import Emulator
+
     settings.CLOUDFLARE_EMULATOR_STATE.parent.mkdir(parents=True, exist_ok=True)
     return Emulator(
         state_path=settings.CLOUDFLARE_EMULATOR_STATE,
@@ -66,6 +73,8 @@ def get_http_session() -> requests.Session:
 @functools.lru_cache(maxsize=1)
 def get_emulator_session(emulator: Emulator) -> requests.Session:
     """The same, routed to the emulator; mounted once for each emulator (tests make one each)."""
+    from cloudflare_emulator.wsgi_transport import mount_wsgi_app
+
     session = requests.Session()
     mount_wsgi_app(session, EMULATOR_BASE_URL, emulator.wsgi_app)
     return session

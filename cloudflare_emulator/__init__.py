@@ -3,7 +3,7 @@
     emu = Emulator(token="dev-token")
     mount_wsgi_app(session, "http://cloudflare.local/client/v4", emu.wsgi_app)
 
-or `python -m cloudflare.emulator --port 8787`. `Emulator.evaluate` runs a request through a zone's custom
+or `python -m cloudflare_emulator --port 8787`. `Emulator.evaluate` runs a request through a zone's custom
 rules (edge.py). See app.py for the request pipeline, codes.py for the
 error codes it answers with, and faults.py for fault injection.
 """

@@ -1,0 +1,40 @@
+"""The audit log: who asked (Origin) and what happened (AuditEvent rows, append-only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from certificates.models import ApiToken, AuditEvent, Certificate
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asked, and from where: recorded on every audit event."""
+
+    actor: AbstractBaseUser | None
+    remote_addr: str | None = None
+
+
+def audit(
+    action: str,
+    origin: Origin,
+    *,
+    certificate: Certificate | None = None,
+    token: ApiToken | None = None,
+    old: str = "",
+    new: str = "",
+    detail: dict | None = None,
+) -> AuditEvent:
+    actor = origin.actor if origin.actor is not None and origin.actor.is_authenticated else None
+    return AuditEvent.objects.create(
+        action=action,
+        actor=actor,
+        certificate=certificate,
+        token=token,
+        remote_addr=origin.remote_addr or None,
+        old_status=old,
+        new_status=new,
+        detail=detail or {},
+    )
