@@ -514,8 +514,7 @@ class CloudflareClient:
                 f"{method} {path}: the answer could not be read ({type(exc).__name__})"
             ) from exc
         finally:
-            # The slot counts from the call's end: Cloudflare may have counted it as late as that (cloudflare.budget).
-            self.budget.settle(grant)
+            self._settle(grant)
         logger.debug(
             "cloudflare %s %s -> %s in %.0f ms",
             method,
@@ -524,6 +523,18 @@ class CloudflareClient:
             (time.monotonic() - started) * 1000,
         )
         return _parse_envelope(response, method, path)
+
+    def _settle(self, grant: str) -> None:
+        """The slot counts from the call's end: Cloudflare may have counted it as late as that (cloudflare.budget).
+
+        By now the request may have reached Cloudflare, so a failure to record that (the shared budget's Redis went
+        away) must not turn the call's outcome into an error: a create would look as if nothing had been made. The
+        slot then stays held until its hold ends, which only makes the budget stricter.
+        """
+        try:
+            self.budget.settle(grant)
+        except Exception:  # the budget's store is not ours to know (Redis, or another implementation)
+            logger.warning("cloudflare: could not settle a call budget slot; it expires on its own", exc_info=True)
 
     def _acquire_budget(self, grant: str) -> None:
         """A slot held until the attempt can last end; within the deadline, a web request waits only briefly."""

@@ -346,3 +346,21 @@ def test_an_unexpected_answer_from_cloudflare_during_issuance_is_a_503_and_the_r
     assert response.status_code == 503
     assert "did not confirm the certificate" in response.json()["detail"]
     assert Certificate.objects.get().status == Certificate.Status.UNCONFIRMED
+
+
+class BudgetLostAfterTheCall(LocalBudget):
+    """Redis answers when the slot is taken, then goes away while the call is on its way (the chaos run's case)."""
+
+    def settle(self, grant_id: str) -> None:
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+def test_redis_going_away_during_a_create_does_not_lose_the_certificate_cloudflare_made(emulator, alice, monkeypatch):
+    monkeypatch.setattr(cloudflare_client, "get_call_budget", lambda: BudgetLostAfterTheCall())
+
+    certificate = services.certificate_issue(
+        user=alice, csr=policy_csr(alice), validity_days=365, name="ci", origin=services.Origin(actor=alice)
+    )
+
+    assert certificate.status == Certificate.Status.ACTIVE
+    assert [item.id for item in get_cloudflare_client().iter_client_certificates(ZONE)] == [certificate.cloudflare_id]
