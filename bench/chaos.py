@@ -11,13 +11,13 @@ Run: .venv/bin/python bench/chaos.py      (about 10 minutes; writes bench/result
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -41,6 +41,7 @@ USERS = 4
 CONVERGENCE_BOUND = 150.0  # seconds the run waits for consistency after a fault before calling it failed
 CONVERGENCE_TARGET = 60.0
 LOW_RATE_LIMIT, LOW_RATE_WINDOW = 100, 60.0
+SERVER_ERRORS = {str(status) for status in range(500, 600)} - {"503"}
 REQUEST_LINE = re.compile(r'"(\w+) /client/v4(\S*) HTTP/[\d.]+" (\d{3})')
 
 
@@ -85,8 +86,8 @@ class Chaos:
     # --- set-up ----------------------------------------------------------------------------------------
 
     def set_up(self) -> None:
-        subprocess.run(["dropdb", "--if-exists", "-h", "127.0.0.1", "-U", "postgres", DATABASE], check=True)  # noqa: S607
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DATABASE], check=True)  # noqa: S607
+        subprocess.run(["dropdb", "--if-exists", "-h", "127.0.0.1", "-U", "postgres", DATABASE], check=True)  # noqa: S603, S607
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DATABASE], check=True)  # noqa: S603, S607
         self.stack.start_redis()
         self.stack.start_emulator()
         self.stack.manage("migrate", "--noinput")
@@ -105,7 +106,7 @@ class Chaos:
         """Admission is open to accounts with a verified address: mark the users' addresses verified."""
         with psycopg.connect(DATABASE_URL, autocommit=True) as connection:
             connection.execute(
-                "insert into account_emailaddress (user_id, email, verified, \"primary\") "
+                'insert into account_emailaddress (user_id, email, verified, "primary") '
                 "select id, email, true, true from auth_user where username like 'chaos-user-%'"
             )
 
@@ -152,7 +153,8 @@ class Chaos:
             synced = self.last_sync()
             if synced is not None and synced > back_at:
                 alive = self.stack.alive("worker")
-                return f"worker process alive: {alive}; a firewall sync finished {synced - back_at} after Redis was back"
+                after = (synced - back_at).total_seconds()
+                return f"worker process alive: {alive}; a firewall sync finished {after:.0f} s after Redis was back"
             time.sleep(1)
         return f"worker process alive: {self.stack.alive('worker')}; NO firewall sync finished within {bound:.0f} s"
 
@@ -181,10 +183,8 @@ class Chaos:
         return outcome
 
     def clear_faults_quietly(self) -> None:
-        try:
+        with contextlib.suppress(requests.RequestException):  # the emulator may be the thing that is down
             self.clear_faults()
-        except requests.RequestException:
-            pass  # the emulator may be the thing that is down
 
     # --- the faults --------------------------------------------------------------------------------------
 
@@ -232,7 +232,8 @@ class Chaos:
             caught = self.wait_fault_taken(30)
             self.stack.send_signal("worker", signal.SIGKILL)
             self.stack.stop("worker")
-            outcome.notes.append(f"worker SIGKILLed {label}: {'caught in flight' if caught else 'NOT caught in flight'}")
+            timing = "caught in flight" if caught else "NOT caught in flight"
+            outcome.notes.append(f"worker SIGKILLed {label}: {timing}")
             time.sleep(5)
             self.stack.start_worker()
             time.sleep(10)
@@ -296,8 +297,8 @@ class Chaos:
 
     def run(self) -> list[Outcome]:
         outcomes = [
-            self.scenario("1 mixed faults", "20% of Cloudflare requests fail (429, 5xx, hangs, lost creates)", self.mixed_faults),
-            self.scenario("2 worker killed", "worker SIGKILLed mid-sync and mid-poll, restarted 5 s later", self.worker_kills),
+            self.scenario("1 mixed faults", "20% of Cloudflare requests meet a fault", self.mixed_faults),
+            self.scenario("2 worker killed", "SIGKILL mid-sync and mid-poll, restarted 5 s later", self.worker_kills),
             self.scenario("3a Redis killed", "Redis SIGKILLed for 20 s, restarted empty", self.redis_killed),
             self.scenario("3b Redis frozen", "Redis SIGSTOPped for 20 s, then SIGCONT", self.redis_frozen),
         ]
@@ -306,11 +307,11 @@ class Chaos:
             "CLOUDFLARE_CALL_BUDGET_WINDOW": str(LOW_RATE_WINDOW),
         }
         self.restart_with(rate_limit=LOW_RATE_LIMIT, rate_window=LOW_RATE_WINDOW, overrides=low)
-        outcomes.append(
-            self.scenario("4 low rate limit", "Cloudflare allows 100 calls per 60 s; budget set to the same", self.low_rate_limit)
-        )
+        limited = "Cloudflare allows 100 calls per 60 s; the budget is set to the same"
+        outcomes.append(self.scenario("4 low rate limit", limited, self.low_rate_limit))
         self.restart_with(rate_limit=1200, rate_window=300.0, overrides={})
-        outcomes.append(self.scenario("5 emulator restarted", "emulator killed, down 10 s, restarted on its state", self.emulator_restart))
+        restarted = "emulator SIGKILLed, down 10 s, restarted on its state file"
+        outcomes.append(self.scenario("5 emulator restarted", restarted, self.emulator_restart))
         return outcomes
 
 
@@ -352,7 +353,7 @@ def scenario_lines(outcome: Outcome) -> list[str]:
 def target_lines(outcomes: list[Outcome]) -> list[str]:
     lines = ["## Targets"]
     for outcome in outcomes:
-        five_hundreds = sum(count for status, count in outcome.statuses.items() if status.startswith("5") and status != "503" and not status.startswith("503 "))
+        five_hundreds = sum(count for status, count in outcome.statuses.items() if status in SERVER_ERRORS)
         bad_503 = outcome.statuses.get("503", 0) - outcome.statuses.get("503 JSON with a message", 0)
         invariants = outcome.final is not None and outcome.final.consistent()
         converged = outcome.converged_after is not None and outcome.converged_after <= CONVERGENCE_TARGET
@@ -380,8 +381,8 @@ def main() -> None:
         finally:
             stack.stop_all()
             keep = Path(tempfile.gettempdir()) / "portal-chaos-logs"
-            subprocess.run(["rm", "-rf", str(keep)], check=False)  # noqa: S607
-            subprocess.run(["cp", "-r", run_dir, str(keep)], check=False)  # noqa: S607
+            subprocess.run(["rm", "-rf", str(keep)], check=False)  # noqa: S603, S607
+            subprocess.run(["cp", "-r", run_dir, str(keep)], check=False)  # noqa: S603, S607
             print(f"process logs kept in {keep}", flush=True)
     write_result("chaos.txt", report(outcomes, time.monotonic() - started))
 

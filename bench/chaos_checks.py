@@ -19,7 +19,6 @@ from typing import Any
 
 import psycopg
 import requests
-
 from chaos_stack import API_HOST, ZONE_ID
 
 CHECKER_TOKEN = "chaos-checker"  # a bucket of its own at the emulator (it keys the rate limit by token)
@@ -154,7 +153,8 @@ def policy_mismatches(
             if (outcome == "allowed") != allowed:
                 mismatches += 1
                 expected = "allowed" if allowed else "blocked"
-                result.examples.append(f"row {row['id']} ({row['status']}) from {address}: {outcome}, expected {expected}")
+                seen = f"row {row['id']} ({row['status']}) from {address}: {outcome}"
+                result.examples.append(f"{seen}, expected {expected}")
     return mismatches
 
 

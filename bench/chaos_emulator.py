@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from werkzeug.serving import make_server  # noqa: E402
+from werkzeug.serving import make_server
 
-from cloudflare.emulator.__main__ import parse_args  # noqa: E402
-from cloudflare.emulator.app import API_PREFIX, Emulator  # noqa: E402
+from cloudflare.emulator.__main__ import parse_args
+from cloudflare.emulator.app import API_PREFIX, Emulator
 
 
 def main() -> None:

@@ -136,9 +136,7 @@ def describe_error(method: str, path: str, answer: requests.Response) -> str:
 
 
 def fetch_subject(web_url: str, user: User) -> None:
-    answer = requests.get(
-        f"{web_url}/api/v1/csr-policy", headers={"Authorization": f"Bearer {user.token}"}, timeout=30
-    )
+    answer = requests.get(f"{web_url}/api/v1/csr-policy", headers={"Authorization": f"Bearer {user.token}"}, timeout=30)
     answer.raise_for_status()
     subject = answer.json()["subject"]
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, subject["common_name"])]
