@@ -37,7 +37,9 @@ class Invariants:
     status_mismatches: int = 0  # row status differs from the emulator's
     in_flight: int = 0  # rows still issuing / unconfirmed
     policy_mismatches: int | None = None  # None: not evaluated (something else was already wrong)
+    carried_over: list[str] = field(default_factory=list)  # orphans an earlier scenario left, not counted again
     examples: list[str] = field(default_factory=list)
+    orphan_ids: list[str] = field(default_factory=list)
 
     def consistent_but_policy(self) -> bool:
         counts = (self.orphans, self.lost, self.duplicate_rows, self.duplicate_refs, self.status_mismatches)
@@ -52,10 +54,13 @@ class Invariants:
             f"orphans {self.orphans}, lost rows {self.lost}, duplicate rows {self.duplicate_rows}, "
             f"duplicate rule refs {self.duplicate_refs}, status mismatches {self.status_mismatches}, "
             f"rows in flight {self.in_flight}, policy mismatches {policy}"
+            + (f" (and {len(self.carried_over)} orphan(s) left by an earlier scenario)" if self.carried_over else "")
         )
 
 
 def emulator_state(state_file: Path) -> dict[str, Any]:
+    if not state_file.exists():  # written on the first call that changes something
+        return {}
     zone: dict[str, Any] = json.loads(state_file.read_text())["zones"].get(ZONE_ID, {})
     now = time.time()
     for record in zone.get("client_certificates", {}).values():
@@ -84,7 +89,15 @@ def portal_rows(database_url: str) -> tuple[list[dict[str, Any]], dict[int, list
     return [dict(zip(keys, row, strict=True)) for row in rows], networks, dict(users)
 
 
-def check(database_url: str, state_file: Path, emulator_url: str, *, policy: bool = True) -> Invariants:
+def check(
+    database_url: str,
+    state_file: Path,
+    emulator_url: str,
+    *,
+    policy: bool = True,
+    known_orphans: frozenset[str] = frozenset(),
+) -> Invariants:
+    """The invariants now; `known_orphans` (left by an earlier scenario) are listed in carried_over, not counted."""
     rows, networks, users_active = portal_rows(database_url)
     zone = emulator_state(state_file)
     at_emulator: dict[str, dict[str, Any]] = zone.get("client_certificates", {})
@@ -94,8 +107,11 @@ def check(database_url: str, state_file: Path, emulator_url: str, *, policy: boo
     refs = Counter(rule.get("ref") for rule in entrypoint_rules(zone))
     result.duplicate_refs = sum(count - 1 for count in refs.values() if count > 1)
     for cloudflare_id, record in at_emulator.items():
-        if cloudflare_id not in by_cloudflare_id:
+        if cloudflare_id in known_orphans:
+            result.carried_over.append(cloudflare_id)
+        elif cloudflare_id not in by_cloudflare_id:
             result.orphans += 1
+            result.orphan_ids.append(cloudflare_id)
             result.examples.append(f"orphan {cloudflare_id} ({record['status']}) at the emulator")
     for row in rows:
         compare_row(row, at_emulator, result)
