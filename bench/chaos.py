@@ -164,7 +164,8 @@ class Chaos:
             if synced is not None and synced > back_at:
                 alive = self.stack.alive("worker")
                 after = (synced - back_at).total_seconds()
-                return f"worker process alive: {alive}; a firewall sync finished {after:.0f} s after Redis was back"
+                latest = f"the latest firewall sync finished {after:.0f} s after Redis was back"
+                return f"worker process alive: {alive}; {latest}"
             time.sleep(1)
         return f"worker process alive: {self.stack.alive('worker')}; NO firewall sync finished within {bound:.0f} s"
 
@@ -326,6 +327,26 @@ class Chaos:
         return outcomes
 
 
+MEANING = """\
+# What the numbers mean. Each scenario starts from a consistent state, runs the load (4 users issuing, revoking
+# and changing networks through /api/v1 with tokens) during the fault, stops it when the fault ends, then checks
+# every 2 s until consistent (at most 150 s). "answers by status": every API answer the load got ("503 JSON with
+# a message" counts the 503s among them whose body is JSON with a non-empty detail). Invariants: orphans =
+# certificates at the emulator no row knows; lost rows = active/pending rows the emulator does not have;
+# duplicate rows = rows sharing a Cloudflare id; duplicate rule refs = a ref twice in the custom-rules entrypoint;
+# status mismatches = row status != the emulator's; rows in flight = issuing/unconfirmed; policy mismatches =
+# the emulator's edge (evaluate, with the certificate) allowing or blocking a certificate from an address inside
+# and one outside its owner's networks other than the database says (checked once the rest is zero). Time to
+# consistent: from the end of the fault (Redis answering again, the worker or emulator restarted, the faults
+# cleared) to the first check with everything zero. Targets: no 500, every 503 JSON with a message, invariants
+# zero, consistent within 60 s, worker alive and consuming after each Redis outage.
+# Settings: DEBUG off, PostgreSQL, Redis, gunicorn.conf.py with GUNICORN_WORKERS=2; CERTIFICATE_POLL_SECONDS=5,
+# FIREWALL_SYNC_SECONDS=20, SWEEP_STUCK_SECONDS=10, FIREWALL_SYNC_REQUESTED_SECONDS=10, RECONCILE_SECONDS=60,
+# FIREWALL_SYNC_DEBOUNCE_SECONDS=1; grace periods, timeouts and the web deadline at their defaults; emulator
+# revocation delay 5 s.
+"""
+
+
 def describe_fault(fault: dict[str, object]) -> str:
     details = ",".join(f"{key}={value}" for key, value in fault.items() if key != "kind")
     return f"{fault['kind']}({details})" if details else str(fault["kind"])
@@ -334,6 +355,7 @@ def describe_fault(fault: dict[str, object]) -> str:
 def report(outcomes: list[Outcome], seconds: float) -> str:
     lines = [header("Chaos run (issue 9): real processes under faults", ".venv/bin/python bench/chaos.py")]
     lines.append(f"# total {seconds:.0f} s\n")
+    lines.append(MEANING)
     for outcome in outcomes:
         lines.extend(scenario_lines(outcome))
     lines.extend(target_lines(outcomes))
