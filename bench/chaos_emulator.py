@@ -1,7 +1,7 @@
 """The Cloudflare emulator as a process, with its API rate limit configurable (the CLI has no option for it).
 
 `python bench/chaos_emulator.py --port P --state FILE --rate-limit N --rate-window S [emulator CLI options]`
-Otherwise exactly `python -m cloudflare.emulator`: the same Emulator, werkzeug server and start-up line.
+Otherwise exactly `python -m cloudflare_emulator`: the same Emulator, werkzeug server and start-up line.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from werkzeug.serving import make_server
 
-from cloudflare.emulator.__main__ import parse_args
-from cloudflare.emulator.app import API_PREFIX, Emulator
+from cloudflare_emulator.__main__ import parse_args
+from cloudflare_emulator.app import API_PREFIX, Emulator
 
 
 def main() -> None:
