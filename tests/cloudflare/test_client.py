@@ -274,8 +274,7 @@ def test_it_turns_bodies_that_are_not_envelopes_into_invalid_response_errors(cf_
         (lambda c: c.put_hostname_associations(ZONE_ID, ["not a host"]), "hostname"),
         (lambda c: c.get_hostname_associations(ZONE_ID, mtls_certificate_id="abc"), "UUID"),
         (lambda c: c.upload_mtls_certificate(ACCOUNT_ID, certificates="x"), "PEM"),
-        (lambda c: c.add_rule(ZONE_ID, RULESET_ID, RuleSpec(ref="r", expression="ip.src in {}")), "empty"),
-        (lambda c: c.add_rule(ZONE_ID, RULESET_ID, RuleSpec(ref="r", expression="bogus.field eq 1")), "rule r"),
+        (lambda c: c.add_rule(ZONE_ID, RULESET_ID, RuleSpec(ref="r", expression=" ")), "rule r: the expression"),
         (
             lambda c: c.add_rule(
                 ZONE_ID, RULESET_ID, RuleSpec(ref="r", expression="ip.src eq 192.0.2.1", action="Block!")
@@ -388,7 +387,7 @@ def test_it_replaces_the_entrypoint_carrying_foreign_rules_back_with_their_ids(c
             "id",
         ),
         ([RuleSpec(ref="a", expression=BASE_RULE, id="not-an-id")], "rule a: id"),
-        ([RuleSpec(ref="a", expression="ip.src in {}")], "empty"),
+        ([RuleSpec(ref="a", expression="")], "rule a: the expression is empty"),
     ],
 )
 def test_it_checks_a_full_list_before_sending_it(cf_http, rules, message):
