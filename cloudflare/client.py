@@ -756,7 +756,3 @@ def before(rule_id: str) -> dict[str, str]:
 
 def after(rule_id: str) -> dict[str, str]:
     return {"after": rule_id}
-
-
-def at_index(index: int) -> dict[str, int]:
-    return {"index": index}

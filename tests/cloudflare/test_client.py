@@ -14,7 +14,7 @@ import responses
 
 from cloudflare import errors
 from cloudflare.budget import LocalBudget
-from cloudflare.client import CloudflareClient, at_index, before
+from cloudflare.client import CloudflareClient, before
 from cloudflare.models import CertificateStatus, RuleSpec
 from cloudflare.retry import NO_RETRIES
 from tests.cloudflare.fixtures import (
@@ -191,7 +191,7 @@ def test_it_creates_the_entrypoint_and_adds_updates_and_deletes_one_rule(cf_http
 
     created = client.create_entrypoint(ZONE_ID, rules=[spec])
     client.add_rule(ZONE_ID, RULESET_ID, spec, position=before(""))
-    client.update_rule(ZONE_ID, RULESET_ID, RULE_ID, spec, position=at_index(1))
+    client.update_rule(ZONE_ID, RULESET_ID, RULE_ID, spec, position={"index": 1})
     after_delete = client.delete_rule(ZONE_ID, RULESET_ID, RULE_ID)
 
     assert created.rule_by_ref("mtls_portal_base") is not None
