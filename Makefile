@@ -35,6 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/vulture
 
 # The browser bundle's own tests (node --test); skipped with a note where Node is not installed.
 test-js: $(STAMP)

@@ -21,6 +21,19 @@ from certificates.models import AccessRequest, AllowlistEntry, ApiToken, AuditEv
 from certificates.views_helpers import origin_of
 
 
+class ReadOnlyAdminMixin:
+    """Staff see the rows and change nothing: other code writes them (the audit log, the allowlist forms)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 class ExpiryFilter(admin.SimpleListFilter):
     title = "expiry"
     parameter_name = "expiry"
@@ -168,20 +181,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "action", "actor", "certificate", "old_status", "new_status", "remote_addr")
     list_filter = ("action",)
     search_fields = ("actor__username", "actor__email", "certificate__fingerprint_sha256", "certificate__name")
     list_select_related = ("actor", "certificate")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
-        return False
 
 
 class AdoptForm(forms.Form):
@@ -290,21 +294,12 @@ class UnknownCertificateAdmin(ServiceActionsAdmin):
 
 
 @admin.register(AllowlistEntry)
-class AllowlistEntryAdmin(admin.ModelAdmin):
+class AllowlistEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: a user's list is changed through the page or the API, which check it and queue a sync."""
 
     list_display = ("owner", "network", "created_at")
     list_select_related = ("owner",)
     search_fields = ("owner__username", "owner__email", "network")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: AllowlistEntry | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: AllowlistEntry | None = None) -> bool:
-        return False
 
 
 class PendingFirstFilter(admin.SimpleListFilter):

@@ -18,7 +18,6 @@ from certificates.models import AccessRequest, Certificate, Zone
 from certificates.policy import get_policy
 
 OPEN, EMAIL_DOMAIN, APPROVAL = "open", "email_domain", "approval"
-POLICIES = (OPEN, EMAIL_DOMAIN, APPROVAL)
 
 
 @dataclass(frozen=True)

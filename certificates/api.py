@@ -16,7 +16,6 @@ from typing import Any, Literal
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
-from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, URLResolver, re_path, reverse
 from django.views.decorators.csrf import csrf_exempt
 from kombu.exceptions import OperationalError as BrokerError
@@ -31,7 +30,7 @@ from certificates.cloudflare_client import get_zone_id
 from certificates.firewall.status import allowlist_status
 from certificates.models import Certificate
 from certificates.policy import KEY_TYPES, get_policy
-from certificates.views_helpers import origin_of
+from certificates.views_helpers import origin_of, own_certificate
 from portal.env import Rate
 from portal.outages import OUTAGE_MESSAGE, RETRY_AFTER_SECONDS
 
@@ -158,11 +157,6 @@ class Message(Schema):
     detail: str
 
 
-def _own_certificate(request: HttpRequest, certificate_id: int) -> Certificate:
-    # Another user's certificate is a 404, not a 403: its existence is not revealed.
-    return get_object_or_404(Certificate, pk=certificate_id, owner=request.auth)
-
-
 @api.get("/certificates", response=CertificateList, summary="List your certificates")
 def list_certificates(request: HttpRequest) -> dict[str, Any]:
     return {"items": list(Certificate.objects.filter(owner=request.auth))}
@@ -186,7 +180,7 @@ def create_certificate(request: HttpRequest, payload: CertificateIn) -> Status[C
 
 @api.get("/certificates/{int:certificate_id}", response={200: CertificateOut, 404: Message}, summary="One certificate")
 def get_certificate(request: HttpRequest, certificate_id: int) -> Certificate:
-    return _own_certificate(request, certificate_id)
+    return own_certificate(request.auth, certificate_id)
 
 
 @api.post(
@@ -197,7 +191,7 @@ def get_certificate(request: HttpRequest, certificate_id: int) -> Certificate:
 def revoke_certificate(
     request: HttpRequest, certificate_id: int, payload: RevokeIn | None = None
 ) -> tuple[int, Certificate]:
-    certificate = _own_certificate(request, certificate_id)
+    certificate = own_certificate(request.auth, certificate_id)
     reason = payload.reason if payload else ""
     return Status(202, services.certificate_revoke(certificate=certificate, origin=origin_of(request), reason=reason))
 
@@ -208,7 +202,7 @@ def revoke_certificate(
     summary="Record that a file of this certificate was downloaded (for the audit log)",
 )
 def record_download(request: HttpRequest, certificate_id: int, payload: DownloadEventIn) -> Status[None]:
-    certificate = _own_certificate(request, certificate_id)
+    certificate = own_certificate(request.auth, certificate_id)
     services.certificate_record_download(certificate=certificate, file_format=payload.format, origin=origin_of(request))
     return Status(204, None)
 

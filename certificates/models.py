@@ -33,8 +33,6 @@ class Certificate(models.Model):
     HOLDS_A_SLOT = frozenset({Status.ISSUING, Status.UNCONFIRMED, Status.ACTIVE, Status.PENDING_REACTIVATION})
     # Certificates a client may still use: the binding rules tie them to their owner's networks.
     USABLE = frozenset({Status.ACTIVE, Status.PENDING_REACTIVATION})
-    # Certificates the deny rules block by fingerprint while they have not expired (DESIGN.md, Firewall layout).
-    DENIED = frozenset({Status.PENDING_REVOCATION, Status.REVOKED})
     # Statuses Cloudflare reports that the portal mirrors.
     REMOTE = frozenset({Status.ACTIVE, Status.PENDING_REVOCATION, Status.PENDING_REACTIVATION, Status.REVOKED})
 

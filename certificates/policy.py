@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
+from cloudflare.client import MAX_CSR_BYTES
+
 
 @dataclass(frozen=True)
 class KeyType:
@@ -78,7 +80,7 @@ class CertificatePolicy:
     max_validity_days: int
     max_active_per_user: int
     zone_capacity: int
-    max_csr_bytes: int = 8192
+    max_csr_bytes: int = MAX_CSR_BYTES
     granted_extensions: tuple[GrantedExtension, ...] = GRANTED_EXTENSIONS
 
     def subject_for(self, user: AbstractBaseUser) -> Subject:

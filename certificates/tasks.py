@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from certificates import lifecycle
+from certificates.cloudflare_client import get_zone_id
 from certificates.enqueue import request_firewall_sync
 from certificates.models import Certificate, FirewallState
 from certificates.services import (
@@ -62,7 +63,7 @@ def backoff_seconds(retries: int, exc: Exception | None = None) -> float:
 
 def _zones() -> list[str]:
     zones = set(Certificate.objects.values_list("zone_id", flat=True).distinct())
-    zones.add(settings.CLOUDFLARE_ZONE_ID)
+    zones.add(get_zone_id())
     return sorted(zones)
 
 
@@ -175,8 +176,9 @@ def _zones_waiting_for_sync() -> list[str]:
         .values_list("zone_id", flat=True)
     )
     # A zone no sync has pushed yet (a new deployment) has no base rule: mTLS is not required until the first sync.
-    if not FirewallState.objects.filter(zone_id=settings.CLOUDFLARE_ZONE_ID, last_synced_at__isnull=False).exists():
-        waiting.add(settings.CLOUDFLARE_ZONE_ID)
+    zone_id = get_zone_id()
+    if not FirewallState.objects.filter(zone_id=zone_id, last_synced_at__isnull=False).exists():
+        waiting.add(zone_id)
     return sorted(waiting)
 
 

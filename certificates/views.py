@@ -19,11 +19,7 @@ from certificates.firewall.status import allowlist_status, awaiting_the_edge, sy
 from certificates.firewall.sync import firewall_preview
 from certificates.models import AccessRequest, ApiToken, AuditEvent, Certificate, FirewallState
 from certificates.policy import get_policy
-from certificates.views_helpers import origin_of
-
-
-def _own_certificate(request: HttpRequest, pk: int) -> Certificate:
-    return get_object_or_404(Certificate, pk=pk, owner=request.user)
+from certificates.views_helpers import origin_of, own_certificate
 
 
 @login_required
@@ -99,7 +95,7 @@ def certificate_new(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    certificate = _own_certificate(request, pk)
+    certificate = own_certificate(request.user, pk)
     events = certificate.events.select_related("actor")
     # A certificate made outside the portal and given to this user by staff: it has no CSR, and its key was
     # not made in this user's browser.
@@ -119,7 +115,7 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def certificate_pem(request: HttpRequest, pk: int) -> HttpResponse:
-    certificate = _own_certificate(request, pk)
+    certificate = own_certificate(request.user, pk)
     if not certificate.certificate_pem:
         messages.error(request, "This certificate has not been issued, so there is nothing to download.")
         return redirect("certificates:detail", pk=pk)
@@ -135,7 +131,7 @@ def certificate_pem(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponse:
-    certificate = _own_certificate(request, pk)
+    certificate = own_certificate(request.user, pk)
     if request.method == "GET":
         return render(request, "certificates/certificate_revoke.html", {"certificate": certificate})
     try:

@@ -4,8 +4,18 @@ import ipaddress
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
 
+from certificates.models import Certificate
 from certificates.services import Origin
+
+
+def own_certificate(owner: object, certificate_id: int) -> Certificate:
+    """`owner`'s certificate `certificate_id`, for the pages and the API alike.
+
+    Another user's certificate is a 404, not a 403: its existence is not revealed.
+    """
+    return get_object_or_404(Certificate, pk=certificate_id, owner=owner)
 
 
 def origin_of(request: HttpRequest) -> Origin:

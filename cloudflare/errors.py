@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 QUOTA_EXCEEDED_CODE = 1445  # FACTS.md §3: client certificate per-zone quota reached
-CA_QUOTA_EXCEEDED_CODE = 1489  # FACTS.md §3: BYO CA quota reached
 # ASSUMPTION (undocumented by Cloudflare): the code of "too many custom rules for the plan", as the emulator
 # answers it (cloudflare_emulator/codes.py says why this number).
 RULE_LIMIT_CODE = 20217
-LEGACY_API_CODE = 10020  # FACTS.md §8: Firewall Rules API in maintenance mode
 # Cloudflare answers a missing or bad token with 400/403 and one of these codes rather than a 401.
 AUTHENTICATION_CODES = frozenset({6003, 6111, 9103, 9106, 9109, 10000})
 
@@ -115,9 +113,6 @@ class APIError(CloudflareError):
     @property
     def codes(self) -> tuple[int, ...]:
         return tuple(error.code for error in self.errors)
-
-    def has_code(self, code: int) -> bool:
-        return code in self.codes
 
     def _describe(self) -> str:
         where = f"{self.method} {self.path} " if self.method else ""

@@ -317,7 +317,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "store_processed": False,
     }
 )
-CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Beat writes its schedule file after every task it sends: the file's age is its healthcheck (docker-compose.yml).
 CELERY_BEAT_SYNC_EVERY = 1

@@ -204,7 +204,13 @@ def _mark_unconfirmed(certificate: Certificate, *, error: Exception, origin: Ori
         status=Certificate.Status.UNCONFIRMED, last_error=str(error)[:2000], updated_at=timezone.now()
     )
     if updated:
-        audit(AuditEvent.Action.ISSUE_UNCONFIRMED, origin, certificate=certificate, old="issuing", new="unconfirmed")
+        audit(
+            AuditEvent.Action.ISSUE_UNCONFIRMED,
+            origin,
+            certificate=certificate,
+            old=Certificate.Status.ISSUING,
+            new=Certificate.Status.UNCONFIRMED,
+        )
     return bool(updated)
 
 
@@ -244,7 +250,13 @@ def certificate_reconcile_unconfirmed(
         updated_at=now,
     )
     if updated:
-        audit(AuditEvent.Action.ISSUE_FAILED, origin, certificate=certificate, old="unconfirmed", new="failed")
+        audit(
+            AuditEvent.Action.ISSUE_FAILED,
+            origin,
+            certificate=certificate,
+            old=Certificate.Status.UNCONFIRMED,
+            new=Certificate.Status.FAILED,
+        )
     certificate.refresh_from_db()
     return certificate
 
@@ -304,8 +316,8 @@ def _record_failure(certificate: Certificate, error: Exception, origin: Origin) 
         AuditEvent.Action.ISSUE_FAILED,
         origin,
         certificate=certificate,
-        old="issuing",
-        new="failed",
+        old=Certificate.Status.ISSUING,
+        new=Certificate.Status.FAILED,
         detail={"error": str(error)[:500]},
     )
 

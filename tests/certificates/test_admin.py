@@ -7,7 +7,7 @@ from django.test import Client
 from django.urls import reverse
 
 from certificates import services
-from certificates.models import AuditEvent, Certificate
+from certificates.models import AllowlistEntry, AuditEvent, Certificate
 from tests.support.accounts import signed_in
 from tests.support.pki import policy_csr
 
@@ -82,6 +82,18 @@ def test_the_audit_log_is_read_only(staff, certificates):
     assert (
         staff.post(reverse("admin:certificates_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code == 403
     )
+
+
+def test_the_allowlist_admin_is_read_only(staff, alice):
+    entry = AllowlistEntry.objects.create(owner=alice, network="192.0.2.0/24")
+
+    assert staff.get(reverse("admin:certificates_allowlistentry_changelist")).status_code == 200
+    assert staff.get(reverse("admin:certificates_allowlistentry_add")).status_code == 403
+    url = reverse("admin:certificates_allowlistentry_change", args=[entry.pk])
+    assert staff.post(url, {"owner": alice.pk, "network": "0.0.0.0/0"}).status_code == 403
+    delete = reverse("admin:certificates_allowlistentry_delete", args=[entry.pk])
+    assert staff.post(delete, {"post": "yes"}).status_code == 403
+    assert AllowlistEntry.objects.get(pk=entry.pk).network == "192.0.2.0/24"
 
 
 def test_non_staff_cannot_reach_the_admin(db, alice):

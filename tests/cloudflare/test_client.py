@@ -14,7 +14,7 @@ import responses
 
 from cloudflare import errors
 from cloudflare.budget import LocalBudget
-from cloudflare.client import CloudflareClient, at_index, before
+from cloudflare.client import CloudflareClient, before
 from cloudflare.models import CertificateStatus, RuleSpec
 from cloudflare.retry import NO_RETRIES
 from tests.cloudflare.fixtures import (
@@ -191,7 +191,7 @@ def test_it_creates_the_entrypoint_and_adds_updates_and_deletes_one_rule(cf_http
 
     created = client.create_entrypoint(ZONE_ID, rules=[spec])
     client.add_rule(ZONE_ID, RULESET_ID, spec, position=before(""))
-    client.update_rule(ZONE_ID, RULESET_ID, RULE_ID, spec, position=at_index(1))
+    client.update_rule(ZONE_ID, RULESET_ID, RULE_ID, spec, position={"index": 1})
     after_delete = client.delete_rule(ZONE_ID, RULESET_ID, RULE_ID)
 
     assert created.rule_by_ref("mtls_portal_base") is not None
@@ -274,8 +274,7 @@ def test_it_turns_bodies_that_are_not_envelopes_into_invalid_response_errors(cf_
         (lambda c: c.put_hostname_associations(ZONE_ID, ["not a host"]), "hostname"),
         (lambda c: c.get_hostname_associations(ZONE_ID, mtls_certificate_id="abc"), "UUID"),
         (lambda c: c.upload_mtls_certificate(ACCOUNT_ID, certificates="x"), "PEM"),
-        (lambda c: c.add_rule(ZONE_ID, RULESET_ID, RuleSpec(ref="r", expression="ip.src in {}")), "empty"),
-        (lambda c: c.add_rule(ZONE_ID, RULESET_ID, RuleSpec(ref="r", expression="bogus.field eq 1")), "rule r"),
+        (lambda c: c.add_rule(ZONE_ID, RULESET_ID, RuleSpec(ref="r", expression=" ")), "rule r: the expression"),
         (
             lambda c: c.add_rule(
                 ZONE_ID, RULESET_ID, RuleSpec(ref="r", expression="ip.src eq 192.0.2.1", action="Block!")
@@ -388,7 +387,7 @@ def test_it_replaces_the_entrypoint_carrying_foreign_rules_back_with_their_ids(c
             "id",
         ),
         ([RuleSpec(ref="a", expression=BASE_RULE, id="not-an-id")], "rule a: id"),
-        ([RuleSpec(ref="a", expression="ip.src in {}")], "empty"),
+        ([RuleSpec(ref="a", expression="")], "rule a: the expression is empty"),
     ],
 )
 def test_it_checks_a_full_list_before_sending_it(cf_http, rules, message):

@@ -239,6 +239,23 @@ def test_it_allows_a_user_with_an_empty_allowlist_from_anywhere() -> None:
             assert not blocked(rules, Request("api.example.com", ipaddress.ip_address(ip), fingerprint=fp))
 
 
+def test_every_expression_is_validated_when_compiled_the_one_place_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The client checks a rule's shape only (cloudflare/client.py _check_rule): an expression the parser refuses
+    # must stop here, before any rule is returned.
+    from certificates.firewall import compiler
+    from cloudflare.expressions import ExpressionError
+
+    def refuse(text: str) -> None:
+        raise ExpressionError(f"refused: {text[:20]}")
+
+    compiler.clear_caches()
+    monkeypatch.setattr(compiler, "validate", refuse)
+    world = World(["api.example.com"], [User(1, [random.Random(3).randbytes(32).hex()], [], [])])
+    with pytest.raises(ExpressionError, match="refused"):
+        compile_rules(world.inputs(), prefix=PREFIX, max_rules=5)
+    compiler.clear_caches()
+
+
 # --- Sizes -----------------------------------------------------------------------------------------------
 
 

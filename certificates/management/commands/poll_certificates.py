@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from certificates.cloudflare_client import get_zone_id
 from certificates.enqueue import request_firewall_sync
 from certificates.lifecycle import certificates_poll
 from cloudflare.errors import CloudflareError
@@ -16,7 +16,7 @@ class Command(BaseCommand):
     help = "List pending_revocation / pending_reactivation certificates at Cloudflare and update the portal."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        zone_id = settings.CLOUDFLARE_ZONE_ID
+        zone_id = get_zone_id()
         try:
             result = certificates_poll(zone_id=zone_id)
         except CloudflareError as exc:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from certificates.cloudflare_client import get_zone_id
 from certificates.firewall.sync import FirewallSyncError, Plan, firewall_sync
 from cloudflare.errors import CloudflareError
 
@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
 
     def handle(self, *args: Any, dry_run: bool, **options: Any) -> None:
-        zone_id = settings.CLOUDFLARE_ZONE_ID
+        zone_id = get_zone_id()
         try:
             plan = firewall_sync(zone_id=zone_id, dry_run=dry_run)
         except (FirewallSyncError, CloudflareError) as exc:
