@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -19,6 +19,8 @@ from django.utils import timezone
 from certificates import admission, services
 from certificates.models import AccessRequest, AllowlistEntry, ApiToken, AuditEvent, Certificate, UnknownCertificate
 from certificates.views_helpers import origin_of
+
+_M = TypeVar("_M", bound=Model)
 
 
 class ReadOnlyAdminMixin:
@@ -38,7 +40,7 @@ class ExpiryFilter(admin.SimpleListFilter):
     title = "expiry"
     parameter_name = "expiry"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [("expired", "Expired"), ("7d", "Within 7 days"), ("30d", "Within 30 days"), ("later", "Later")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> QuerySet[Certificate]:
@@ -58,13 +60,13 @@ class RevokeForm(forms.Form):
     reason = forms.CharField(max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
 
 
-class ServiceActionsAdmin(admin.ModelAdmin):
+class ServiceActionsAdmin(admin.ModelAdmin[_M]):
     """Actions that call a service for each selected certificate, then report what succeeded and each refusal."""
 
-    def describe(self, obj: Any) -> str:
+    def describe(self, obj: _M) -> str:
         return str(obj)
 
-    def _apply(self, request: HttpRequest, queryset: QuerySet, action: Callable[[Any], object], done: str) -> None:
+    def _apply(self, request: HttpRequest, queryset: QuerySet[_M], action: Callable[[_M], object], done: str) -> None:
         succeeded, failures = 0, []
         for obj in queryset:
             try:
@@ -81,7 +83,7 @@ class ServiceActionsAdmin(admin.ModelAdmin):
 
 
 @admin.register(Certificate)
-class CertificateAdmin(ServiceActionsAdmin):
+class CertificateAdmin(ServiceActionsAdmin[Certificate]):
     list_display = ("name", "owner", "status", "expires_on", "fingerprint_sha256", "common_name", "created_at")
     list_filter = ("status", ExpiryFilter)
     search_fields = (
@@ -159,7 +161,7 @@ class CertificateAdmin(ServiceActionsAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     list_display = ("name", "owner", "hint", "scope", "created_at", "expires_at", "last_used_at", "revoked_at")
     list_filter = ("scope",)
     list_select_related = ("owner",)
@@ -181,7 +183,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[AuditEvent]):
     list_display = ("created_at", "action", "actor", "certificate", "old_status", "new_status", "remote_addr")
     list_filter = ("action",)
     search_fields = ("actor__username", "actor__email", "certificate__fingerprint_sha256", "certificate__name")
@@ -210,7 +212,7 @@ BLOCKED_UNTIL_DECIDED = (
 
 
 @admin.register(UnknownCertificate)
-class UnknownCertificateAdmin(ServiceActionsAdmin):
+class UnknownCertificateAdmin(ServiceActionsAdmin[UnknownCertificate]):
     """Certificates in the zone the portal did not issue, as the last reconciliation saw them: staff adopt or
     revoke each."""
 
@@ -294,7 +296,7 @@ class UnknownCertificateAdmin(ServiceActionsAdmin):
 
 
 @admin.register(AllowlistEntry)
-class AllowlistEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AllowlistEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[AllowlistEntry]):
     """Read-only: a user's list is changed through the page or the API, which check it and queue a sync."""
 
     list_display = ("owner", "network", "created_at")
@@ -308,7 +310,7 @@ class PendingFirstFilter(admin.SimpleListFilter):
     title = "status"
     parameter_name = "status"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [*AccessRequest.Status.choices, ("all", "All")]
 
     def choices(self, changelist: Any) -> Any:
@@ -325,7 +327,7 @@ class PendingFirstFilter(admin.SimpleListFilter):
 
 
 @admin.register(AccessRequest)
-class AccessRequestAdmin(admin.ModelAdmin):
+class AccessRequestAdmin(admin.ModelAdmin[AccessRequest]):
     """Staff's queue: accounts waiting for admission (PORTAL_ADMISSION=approval) and users asking for room."""
 
     list_display = ("created_at", "email", "kind", "status", "note", "held", "decided_by", "decided_at")

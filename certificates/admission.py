@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from allauth.account.models import EmailAddress
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 
 from certificates.models import AccessRequest, Certificate, Zone
 from certificates.policy import get_policy
@@ -28,7 +28,7 @@ class Refusal:
     can_request: bool = False
 
 
-def admission_refusal(user: AbstractBaseUser) -> Refusal | None:
+def admission_refusal(user: User) -> Refusal | None:
     """None when the user may issue certificates under the admission policy."""
     if getattr(user, "is_staff", False) or settings.PORTAL_ADMISSION == OPEN:
         return None
@@ -42,7 +42,7 @@ def email_domain_admitted(email: str) -> bool:
     return domain in settings.PORTAL_ADMISSION_EMAIL_DOMAINS
 
 
-def has_admitted_address(user: AbstractBaseUser) -> bool:
+def has_admitted_address(user: User) -> bool:
     verified = EmailAddress.objects.filter(user=user, verified=True).values_list("email", flat=True)
     return any(email_domain_admitted(email) for email in verified)
 
@@ -55,7 +55,7 @@ def _domain_refusal() -> Refusal:
     )
 
 
-def _approval_refusal(user: AbstractBaseUser) -> Refusal | None:
+def _approval_refusal(user: User) -> Refusal | None:
     latest = AccessRequest.objects.filter(user=user, kind=AccessRequest.Kind.ADMISSION).first()
     if latest is None:
         return Refusal(
@@ -91,9 +91,9 @@ def zone_room(zone_id: str) -> int:
     return max(0, get_policy().zone_capacity - zone_used(zone_id))
 
 
-def held_by(user: AbstractBaseUser) -> int:
+def held_by(user: User) -> int:
     return Certificate.objects.filter(owner=user, status__in=Certificate.HOLDS_A_SLOT).count()
 
 
-def pending_request(user: AbstractBaseUser, kind: str) -> AccessRequest | None:
+def pending_request(user: User, kind: str) -> AccessRequest | None:
     return AccessRequest.objects.filter(user=user, kind=kind, status=AccessRequest.Status.PENDING).first()

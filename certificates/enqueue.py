@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery import Task, current_app
 from django.conf import settings
@@ -33,9 +33,9 @@ RECONCILE_CERTIFICATE = "certificates.tasks.reconcile_certificate"
 FOLLOW_UPS_AT_MOST = 3
 
 
-def _task(name: str) -> Task:
+def _task(name: str) -> Task[Any, Any]:
     """The registered task called `name` (KeyError if there is none: a renamed task must not go quiet)."""
-    task: Task = current_app.tasks[name]
+    task: Task[Any, Any] = current_app.tasks[name]
     return task
 
 
@@ -58,7 +58,7 @@ def request_firewall_sync(zone_id: str) -> None:
         # The marker lives exactly as long as the queued sync waits: that sync reads the database after it
         # expires, so it sees every change made meanwhile, and a later change queues a new sync.
         if delay <= 0 or cache.add(_debounce_key(zone_id), "1", timeout=delay):
-            _task(SYNC_FIREWALL).apply_async(args=[zone_id], countdown=delay)
+            _task(SYNC_FIREWALL).apply_async(args=(zone_id,), countdown=delay)
 
     transaction.on_commit(lambda: _enqueue_quietly(enqueue, f"a firewall sync of zone {zone_id}"))
 
@@ -79,7 +79,7 @@ def request_follow_up_sync(zone_id: str, *, follow_up: int) -> None:
     def enqueue() -> None:
         # One follow-up a zone at a time: it reads the rules after every uncertain write before it.
         if cache.add(f"firewall-follow-up:{zone_id}", "1", timeout=delay):
-            _task(SYNC_FIREWALL).apply_async(args=[zone_id], kwargs={"follow_up": follow_up}, countdown=delay)
+            _task(SYNC_FIREWALL).apply_async(args=(zone_id,), kwargs={"follow_up": follow_up}, countdown=delay)
 
     transaction.on_commit(lambda: _enqueue_quietly(enqueue, f"a follow-up sync of zone {zone_id}"))
 
@@ -99,13 +99,13 @@ def request_reconcile(certificate_id: int) -> None:
     # sweep_stuck re-queues an unconfirmed row nobody settles, so a lost message only delays it.
     transaction.on_commit(
         lambda: _enqueue_quietly(
-            lambda: _task(RECONCILE_CERTIFICATE).apply_async(args=[certificate_id], countdown=10),
+            lambda: _task(RECONCILE_CERTIFICATE).apply_async(args=(certificate_id,), countdown=10),
             f"the reconciliation of certificate {certificate_id}",
         )
     )
 
 
-def _enqueue_quietly(enqueue: Callable[[], None], what: str) -> None:
+def _enqueue_quietly(enqueue: Callable[[], object], what: str) -> None:
     """Queue after a commit without ever failing the request that committed: the database already holds what
     makes the work happen later (a mark, a row in flight), so a broker or cache error is logged, not raised."""
     try:

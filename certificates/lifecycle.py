@@ -90,10 +90,11 @@ def _apply_remote_status(row: Certificate, new: str, *, reason: str, unchanged_s
     if not updated:
         return False  # someone else moved it first
     row.status = new
-    action = {
+    actions: dict[str, str | None] = {
         Certificate.Status.REVOKED: AuditEvent.Action.REVOKED,
         Certificate.Status.ACTIVE: AuditEvent.Action.REACTIVATED if old in Certificate.PENDING else None,
-    }.get(new) or AuditEvent.Action.STATUS_CHANGED
+    }
+    action = actions.get(new) or AuditEvent.Action.STATUS_CHANGED
     audit(action, SYSTEM, certificate=row, old=old, new=new, detail={"source": reason})
     if action in (AuditEvent.Action.REVOKED, AuditEvent.Action.REACTIVATED):
         try:

@@ -11,6 +11,7 @@ from typing import Any
 from allauth.account.signals import user_signed_up
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db.models.signals import pre_save
 from django.dispatch import receiver
 
@@ -21,7 +22,7 @@ from certificates.views_helpers import origin_of
 
 
 @receiver(pre_save, sender=get_user_model())
-def queue_firewall_sync_on_activation_change(sender: type, instance: Any, **kwargs: Any) -> None:
+def queue_firewall_sync_on_activation_change(sender: type[User], instance: User, **kwargs: Any) -> None:
     if instance.pk is None:
         return
     was_active = sender.objects.filter(pk=instance.pk).values_list("is_active", flat=True).first()

@@ -41,7 +41,7 @@ BACKOFF_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 300.0
 
 
-def retry_or_raise(task: Task, exc: Exception) -> NoReturn:
+def retry_or_raise(task: Task[Any, Any], exc: Exception) -> NoReturn:
     """Retry `exc` later if repeating can help (`retryable`), else raise it now."""
     if not getattr(exc, "retryable", False):
         raise exc
@@ -49,7 +49,7 @@ def retry_or_raise(task: Task, exc: Exception) -> NoReturn:
 
 
 def retry_later(
-    task: Task, *, exc: Exception | None = None, countdown: float, max_retries: int = MAX_RETRIES
+    task: Task[Any, Any], *, exc: Exception | None = None, countdown: float, max_retries: int = MAX_RETRIES
 ) -> NoReturn:
     raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries)
 
@@ -96,7 +96,7 @@ def reconcile_zone() -> dict[str, Any]:
 
 
 @shared_task(bind=True, max_retries=MAX_RETRIES)
-def reconcile_certificate(self: Task, certificate_id: int) -> str:
+def reconcile_certificate(self: Task[Any, Any], certificate_id: int) -> str:
     """Settle one unconfirmed issuance: adopt what Cloudflare made, or mark it failed."""
     certificate = Certificate.objects.filter(pk=certificate_id, status=Certificate.Status.UNCONFIRMED).first()
     if certificate is None:
@@ -141,7 +141,7 @@ def sweep_stuck() -> int:
 
 
 @shared_task(bind=True, max_retries=MAX_RETRIES)
-def sync_firewall(self: Task, zone_id: str, follow_up: int = 0) -> dict[str, Any]:
+def sync_firewall(self: Task[Any, Any], zone_id: str, follow_up: int = 0) -> dict[str, Any]:
     from certificates.firewall.sync import SyncBusy, firewall_sync
 
     try:
@@ -189,7 +189,11 @@ def send_expiry_reminders() -> int:
 
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def confirm_revocation(
-    self: Task, certificate_id: int, reason: str = "", actor_id: int | None = None, remote_addr: str | None = None
+    self: Task[Any, Any],
+    certificate_id: int,
+    reason: str = "",
+    actor_id: int | None = None,
+    remote_addr: str | None = None,
 ) -> bool:
     """A web revocation lost its answer: record it, with the requester's reason, if Cloudflare carried it out."""
     certificate = Certificate.objects.filter(pk=certificate_id).first()

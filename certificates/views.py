@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -19,12 +19,12 @@ from certificates.firewall.status import allowlist_status, awaiting_the_edge, sy
 from certificates.firewall.sync import firewall_preview
 from certificates.models import AccessRequest, ApiToken, AuditEvent, Certificate, FirewallState
 from certificates.policy import get_policy
-from certificates.views_helpers import origin_of, own_certificate
+from certificates.views_helpers import AuthenticatedHttpRequest, origin_of, own_certificate
 
 
 @login_required
 @require_GET
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     certificates = list(Certificate.objects.filter(owner=request.user))
     waiting = awaiting_the_edge(certificates, zone_id=get_zone_id())
     return render(
@@ -34,7 +34,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     )
 
 
-def standing(user: AbstractBaseUser) -> dict[str, object]:
+def standing(user: User) -> dict[str, object]:
     """What the user may issue now: admission, their own maximum, the zone's room, and requests to staff."""
     policy = get_policy()
     room = admission.zone_room(get_zone_id())
@@ -50,7 +50,7 @@ def standing(user: AbstractBaseUser) -> dict[str, object]:
 
 @login_required
 @require_POST
-def access_request(request: HttpRequest) -> HttpResponse:
+def access_request(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Ask staff for admission, or for room in a full zone: the buttons on the dashboard."""
     try:
         services.access_request_create(
@@ -68,7 +68,7 @@ def access_request(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def certificate_new(request: HttpRequest) -> HttpResponse:
+def certificate_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     taken = Certificate.objects.filter(owner=request.user).count()
     # "Renew" on a certificate's page starts a new certificate with the same name.
     renewing = request.GET.get("renew")
@@ -94,7 +94,7 @@ def certificate_new(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def certificate_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     certificate = own_certificate(request.user, pk)
     events = certificate.events.select_related("actor")
     # A certificate made outside the portal and given to this user by staff: it has no CSR, and its key was
@@ -114,7 +114,7 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def certificate_pem(request: HttpRequest, pk: int) -> HttpResponse:
+def certificate_pem(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     certificate = own_certificate(request.user, pk)
     if not certificate.certificate_pem:
         messages.error(request, "This certificate has not been issued, so there is nothing to download.")
@@ -130,7 +130,7 @@ def certificate_pem(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+def certificate_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     certificate = own_certificate(request.user, pk)
     if request.method == "GET":
         return render(request, "certificates/certificate_revoke.html", {"certificate": certificate})
@@ -145,7 +145,7 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def allowlist(request: HttpRequest) -> HttpResponse:
+def allowlist(request: AuthenticatedHttpRequest) -> HttpResponse:
     text = "\n".join(services.allowlist_get(user=request.user))
     if request.method == "POST":
         text = request.POST.get("networks", "")
@@ -168,7 +168,7 @@ SHOW_ONCE_SESSION_KEY = "certificates:new_api_token"
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def token_list(request: HttpRequest) -> HttpResponse:
+def token_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST":
         # Success or not, answer with a redirect: reloading the page then repeats the GET, never the POST,
         # so a reload cannot make a second token.
@@ -188,7 +188,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _create_token(request: HttpRequest) -> None:
+def _create_token(request: AuthenticatedHttpRequest) -> None:
     try:
         _token, secret = services.api_token_create(
             user=request.user,
@@ -215,7 +215,7 @@ def _requested_days(text: str) -> int | None:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+def token_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=pk, owner=request.user)
     if request.method == "GET":
         return render(request, "certificates/token_revoke.html", {"token": token})

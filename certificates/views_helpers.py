@@ -3,6 +3,7 @@ from __future__ import annotations
 import ipaddress
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 
@@ -10,7 +11,13 @@ from certificates.models import Certificate
 from certificates.services import Origin
 
 
-def own_certificate(owner: object, certificate_id: int) -> Certificate:
+class AuthenticatedHttpRequest(HttpRequest):
+    """The request a `login_required` view gets: its user is signed in (a type for mypy; Django never makes one)."""
+
+    user: User
+
+
+def own_certificate(owner: User, certificate_id: int) -> Certificate:
     """`owner`'s certificate `certificate_id`, for the pages and the API alike.
 
     Another user's certificate is a 404, not a 403: its existence is not revealed.

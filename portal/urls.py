@@ -6,7 +6,7 @@ from portal import views
 
 # The admin's own login form asks for a password only, so it is never shown: staff sign in through allauth's
 # pages, which ask for their TOTP code, and the staff middleware checks that this session gave one.
-admin.site.login = views.admin_login  # type: ignore[method-assign]
+admin.site.login = views.admin_login  # type: ignore[method-assign]  # replacing this method is the point
 
 urlpatterns = [
     path("", views.home, name="home"),

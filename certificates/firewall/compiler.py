@@ -671,7 +671,7 @@ class _Packer:
             self.leaves *= 2
         self.tree = [-1] * (2 * self.leaves)  # free room per bin; -1 means not open
         self.used: dict[int, int] = {}
-        self.members: dict[int, list] = {}
+        self.members: dict[int, list[_Clause]] = {}
 
     def _set(self, number: int, free: int) -> None:
         position = number + self.leaves
@@ -684,12 +684,12 @@ class _Packer:
     def fits(self, number: int, cost: int) -> bool:
         return self.used.get(number, 0) + cost <= self.capacity
 
-    def put(self, number: int, item: object, cost: int) -> None:
+    def put(self, number: int, item: _Clause, cost: int) -> None:
         self.used[number] = self.used.get(number, 0) + cost
         self.members.setdefault(number, []).append(item)
         self._set(number, self.capacity - self.used[number])
 
-    def first_fit(self, item: object, cost: int, unused: list[int]) -> None:
+    def first_fit(self, item: _Clause, cost: int, unused: list[int]) -> None:
         if self.tree[1] >= cost:
             position = 1
             while position < self.leaves:

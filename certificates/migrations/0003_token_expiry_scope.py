@@ -10,10 +10,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 from django.utils import timezone
 
 
-def give_existing_tokens_the_default_lifetime(apps, schema_editor):
+def give_existing_tokens_the_default_lifetime(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     ApiToken = apps.get_model("certificates", "ApiToken")
     expires_at = timezone.now() + timedelta(days=settings.API_TOKEN_DEFAULT_DAYS)
     ApiToken.objects.filter(expires_at__isnull=True).update(expires_at=expires_at)

@@ -6,7 +6,7 @@ import logging
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import transaction
 from django.template.loader import render_to_string
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 ADMIN_QUEUE = "admin:certificates_accessrequest_changelist"
 
 
-def access_request_create(*, user: AbstractBaseUser, kind: str, note: str, origin: Origin) -> AccessRequest:
+def access_request_create(*, user: User, kind: str, note: str, origin: Origin) -> AccessRequest:
     """Ask staff for admission or for room; asking again while a request waits returns that request."""
     if kind not in AccessRequest.Kind.values:
         raise PolicyError(f"Unknown kind of request {kind!r}.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from certificates.allowlist import AllowlistError, CheckedAllowlist, check_networks
@@ -15,11 +15,11 @@ from certificates.services.audit import Origin, audit
 from certificates.services.errors import PolicyError
 
 
-def allowlist_get(*, user: AbstractBaseUser) -> list[str]:
+def allowlist_get(*, user: User) -> list[str]:
     return list(AllowlistEntry.objects.filter(owner=user).values_list("network", flat=True))
 
 
-def allowlist_set(*, user: AbstractBaseUser, networks: list[str], origin: Origin) -> CheckedAllowlist:
+def allowlist_set(*, user: User, networks: list[str], origin: Origin) -> CheckedAllowlist:
     """Replace the user's allowlist; an empty list allows any address. Nothing changes on bad input."""
     try:
         checked = check_networks(networks, max_networks=settings.ALLOWLIST_MAX_NETWORKS)

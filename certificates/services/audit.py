@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 
 from certificates.models import ApiToken, AuditEvent, Certificate
 
@@ -13,7 +13,7 @@ from certificates.models import ApiToken, AuditEvent, Certificate
 class Origin:
     """Who asked, and from where: recorded on every audit event."""
 
-    actor: AbstractBaseUser | None
+    actor: User | None
     remote_addr: str | None = None
 
 
@@ -25,7 +25,7 @@ def audit(
     token: ApiToken | None = None,
     old: str = "",
     new: str = "",
-    detail: dict | None = None,
+    detail: dict[str, object] | None = None,
 ) -> AuditEvent:
     actor = origin.actor if origin.actor is not None and origin.actor.is_authenticated else None
     return AuditEvent.objects.create(

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -47,9 +47,7 @@ ZONE_FULL = (
 )
 
 
-def certificate_issue(
-    *, user: AbstractBaseUser, csr: str, validity_days: int, name: str, origin: Origin
-) -> Certificate:
+def certificate_issue(*, user: User, csr: str, validity_days: int, name: str, origin: Origin) -> Certificate:
     """Validate, check quotas, record the intent, ask Cloudflare, record the result."""
     refusal = admission_refusal(user)
     if refusal is not None:
@@ -112,9 +110,7 @@ def _busy_error(error: cf_errors.CloudflareError) -> CloudflareUnavailableError:
     )
 
 
-def _validate_request(
-    *, user: AbstractBaseUser, csr: str, validity_days: int, policy: CertificatePolicy
-) -> ValidatedCSR:
+def _validate_request(*, user: User, csr: str, validity_days: int, policy: CertificatePolicy) -> ValidatedCSR:
     if isinstance(validity_days, bool) or not isinstance(validity_days, int):
         raise PolicyError("validity_days must be a whole number of days.")
     if not policy.is_allowed_validity(validity_days):
@@ -127,7 +123,7 @@ def _validate_request(
 
 
 def _reserve_slot(
-    *, user: AbstractBaseUser, validated: ValidatedCSR, validity_days: int, name: str, policy: CertificatePolicy
+    *, user: User, validated: ValidatedCSR, validity_days: int, name: str, policy: CertificatePolicy
 ) -> Certificate:
     zone_id = get_zone_id()
     with transaction.atomic():
@@ -164,7 +160,7 @@ def _reserve_slot(
         )
 
 
-def _check_issue_rate(*, user: AbstractBaseUser) -> None:
+def _check_issue_rate(*, user: User) -> None:
     """Fair use: each Certificate row is one create call, so the user's rows made within the period are counted.
 
     Runs with the user's row locked (_reserve_slot): two requests at once cannot both take the last one.

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TypeVar
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from portal.env import Rate
 
+_Event = TypeVar("_Event", bound=Model)
 
-def seconds_until_allowed(rate: Rate, events: QuerySet) -> int:
+
+def seconds_until_allowed(rate: Rate, events: QuerySet[_Event]) -> int:
     """Seconds until one more event fits `rate`, given the past events (rows with created_at); 0 if it fits now."""
     now = timezone.now()
     window = timedelta(seconds=rate.period)
@@ -20,7 +23,7 @@ def seconds_until_allowed(rate: Rate, events: QuerySet) -> int:
     if excess < 0:
         return 0
     # One more fits once the oldest `excess + 1` events have left the window.
-    frees_up_at = recent[excess] + window
+    frees_up_at: datetime = recent[excess] + window
     return max(1, math.ceil((frees_up_at - now).total_seconds()))
 
 

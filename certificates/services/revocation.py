@@ -138,7 +138,13 @@ def certificate_reactivate(*, certificate: Certificate, origin: Origin) -> Certi
 
 
 def _record_transition(
-    certificate: Certificate, *, expected: str, new: str, origin: Origin, action: str, detail: dict | None = None
+    certificate: Certificate,
+    *,
+    expected: str,
+    new: str,
+    origin: Origin,
+    action: str,
+    detail: dict[str, object] | None = None,
 ) -> Certificate:
     updated = Certificate.objects.filter(pk=certificate.pk, status=expected).update(
         status=new, updated_at=timezone.now()

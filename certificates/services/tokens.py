@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from certificates.models import ApiToken, AuditEvent
@@ -16,7 +16,7 @@ from certificates.services.errors import PolicyError, TokenScopeError
 
 def api_token_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     name: str,
     origin: Origin,
     days: int | None = None,
@@ -59,7 +59,7 @@ def api_token_revoke(*, token: ApiToken, origin: Origin) -> None:
         audit(AuditEvent.Action.TOKEN_REVOKED, origin, token=token, detail={"name": token.name})
 
 
-def api_token_authenticate(secret: str, *, for_write: bool = True) -> AbstractBaseUser | None:
+def api_token_authenticate(secret: str, *, for_write: bool = True) -> User | None:
     """The owner of a live token, or None (unknown, revoked, expired, deactivated owner).
 
     A read-only token used for a write raises TokenScopeError: the caller is known, but not allowed.

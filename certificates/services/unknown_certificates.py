@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -28,7 +28,7 @@ ALREADY_IN_THE_PORTAL = (
 GONE_FROM_THE_LIST = "This certificate was adopted or left the zone meanwhile; reload the list."
 
 
-def unknown_certificate_adopt(*, unknown: UnknownCertificate, owner: AbstractBaseUser, origin: Origin) -> Certificate:
+def unknown_certificate_adopt(*, unknown: UnknownCertificate, owner: User, origin: Origin) -> Certificate:
     """Give a certificate made outside the portal (Cloudflare's dashboard) to `owner`, as if they had issued it.
 
     Staff decide here, so the admission policy does not apply; the owner's maximum does, because slots are a
@@ -81,7 +81,7 @@ def _adoptable_facts(unknown: UnknownCertificate, issued: ClientCertificate) -> 
     return facts
 
 
-def _check_room_to_adopt(owner: AbstractBaseUser) -> None:
+def _check_room_to_adopt(owner: User) -> None:
     held, maximum = held_by(owner), get_policy().max_active_per_user
     if held >= maximum:
         raise QuotaError(
@@ -91,7 +91,7 @@ def _check_room_to_adopt(owner: AbstractBaseUser) -> None:
 
 
 def _claim_unknown(
-    unknown: UnknownCertificate, issued: ClientCertificate, facts: CertificateFacts, owner: AbstractBaseUser
+    unknown: UnknownCertificate, issued: ClientCertificate, facts: CertificateFacts, owner: User
 ) -> Certificate:
     """Replace the unknown row by the owner's Certificate, in the caller's transaction."""
     # Deleting the row is the compare-and-set: of two admins adopting it at once, one deletes it, the other 0 rows.

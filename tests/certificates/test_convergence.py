@@ -77,7 +77,7 @@ def test_a_patch_that_lands_after_a_newer_one_is_overwritten_by_the_follow_up(
         for callback in follow_ups:
             callback()
 
-    queued.assert_called_once_with(args=[ZONE], kwargs={"follow_up": 1}, countdown=settings.FIREWALL_FOLLOW_UP_SECONDS)
+    queued.assert_called_once_with(args=(ZONE,), kwargs={"follow_up": 1}, countdown=settings.FIREWALL_FOLLOW_UP_SECONDS)
     assert "203.0.113.0/24" in binding_rule().expression
     assert "198.51.100.0/24" not in binding_rule().expression
     assert firewall_sync(zone_id=ZONE).is_empty
@@ -98,7 +98,7 @@ def test_an_ambiguous_add_queues_a_follow_up(emulator, alice, settings, django_c
     ):
         firewall_sync(zone_id=ZONE)
 
-    queued.assert_called_once_with(args=[ZONE], kwargs={"follow_up": 1}, countdown=settings.FIREWALL_FOLLOW_UP_SECONDS)
+    queued.assert_called_once_with(args=(ZONE,), kwargs={"follow_up": 1}, countdown=settings.FIREWALL_FOLLOW_UP_SECONDS)
 
 
 def test_a_sync_whose_writes_all_answered_queues_no_follow_up(emulator, alice, django_capture_on_commit_callbacks):

@@ -125,7 +125,7 @@ def test_any_other_error_after_the_reservation_leaves_the_row_to_reconciliation(
     certificate = Certificate.objects.get(owner=alice)
     assert certificate.status == Certificate.Status.UNCONFIRMED
     assert "a bug after the reservation" in certificate.last_error
-    reconcile.assert_called_once_with(args=[certificate.pk], countdown=10)
+    reconcile.assert_called_once_with(args=(certificate.pk,), countdown=10)
 
 
 # -- revocation ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def test_revocation_queues_one_firewall_sync_after_commit(emulator, alice, djang
         apply_async.assert_not_called()  # nothing leaves before the commit
         for callback in callbacks:
             callback()
-    apply_async.assert_called_once_with(args=[ZONE], countdown=5)
+    apply_async.assert_called_once_with(args=(ZONE,), countdown=5)
 
 
 def test_triggers_within_the_debounce_window_collapse(emulator, alice, django_capture_on_commit_callbacks):

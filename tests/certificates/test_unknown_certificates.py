@@ -161,7 +161,7 @@ def test_adoption_queues_a_firewall_sync_after_commit(stranger, alice, django_ca
         apply_async.assert_not_called()
         for callback in callbacks:
             callback()
-    apply_async.assert_called_once_with(args=[ZONE], countdown=5)
+    apply_async.assert_called_once_with(args=(ZONE,), countdown=5)
 
 
 def test_an_unknown_email_is_refused_and_nothing_changes(staff, stranger, alice):
@@ -390,7 +390,7 @@ def test_revocation_queues_a_firewall_sync_after_commit(stranger, django_capture
         django_capture_on_commit_callbacks(execute=True),
     ):
         services.unknown_certificate_revoke(unknown=unknown, origin=STAFF, reason="unclaimed")
-    apply_async.assert_called_once_with(args=[ZONE], countdown=5)
+    apply_async.assert_called_once_with(args=(ZONE,), countdown=5)
 
 
 # -- who may -----------------------------------------------------------------------------------------------

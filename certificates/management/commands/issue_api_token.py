@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
@@ -60,13 +60,12 @@ class Command(BaseCommand):
                 raise CommandError(exc.message) from exc
         self.stdout.write(secret)
 
-    def _user(self, username: str, *, create_user: bool, email: str) -> AbstractBaseUser:
-        User = get_user_model()
-        user = User.objects.filter(username=username).first()
+    def _user(self, username: str, *, create_user: bool, email: str) -> User:
+        user = get_user_model().objects.filter(username=username).first()
         if user is None:
             if not create_user:
                 raise CommandError(f"No user {username!r}; pass --create-user to make one.")
-            user = User.objects.create_user(username=username, email=email)
+            user = get_user_model().objects.create_user(username=username, email=email)
             user.set_unusable_password()
             user.save(update_fields=["password"])
         elif not user.is_active:

@@ -41,13 +41,14 @@ def render_plan(plan: Plan) -> str:
         lines += [f"+ add {rule.ref}  ({rule.description})", f"    {rule.expression}"]
     for current, desired in plan.update:
         lines += [f"~ update {desired.ref} (rule {current.id})  ({desired.description})", f"    {desired.expression}"]
-    for rule in plan.delete:
-        lines.append(f"- delete {rule.ref}")
-    for rule in plan.moves:
-        lines.append(f"^ move {rule.ref} to the top")
-    for rule in plan.foreign_above:
-        skips = ", skips the remaining rules" if rule.skips_remaining_rules else ""
-        lines.append(f"! {rule.ref} ({rule.action}{skips}) is not the portal's and sits above its rules")
+    # One name per loop: plan.add holds DesiredRules, the lists below Cloudflare's Rules.
+    for deleted in plan.delete:
+        lines.append(f"- delete {deleted.ref}")
+    for moved in plan.moves:
+        lines.append(f"^ move {moved.ref} to the top")
+    for foreign in plan.foreign_above:
+        skips = ", skips the remaining rules" if foreign.skips_remaining_rules else ""
+        lines.append(f"! {foreign.ref} ({foreign.action}{skips}) is not the portal's and sits above its rules")
     if plan.left_out:
         users = ", ".join(str(user) for user in plan.left_out.user_ids) or "none"
         lines.append(
