@@ -22,8 +22,8 @@ def main() -> None:
     from django.contrib.auth import get_user_model
 
     from certificates.cloudflare_client import get_cloudflare_client
-    from certificates.lifecycle import certificates_poll
     from certificates.models import Certificate
+    from certificates.services.lifecycle import certificates_poll
 
     zone = settings.CLOUDFLARE_ZONE_ID
     owner = get_user_model().objects.create(username="fleet", email="fleet@example.com")

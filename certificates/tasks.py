@@ -19,7 +19,6 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
 
-from certificates import lifecycle
 from certificates.cloudflare_client import get_zone_id
 from certificates.enqueue import request_firewall_sync
 from certificates.models import Certificate, FirewallState
@@ -27,6 +26,7 @@ from certificates.services import (
     Origin,
     certificate_confirm_revocation,
     certificate_reconcile_unconfirmed,
+    lifecycle,
     unconfirmed_grace,
 )
 from cloudflare.errors import CloudflareError

@@ -75,7 +75,7 @@ def run_command(name: str, *args: str) -> str:
 
 def test_check_cloudflare_reports_and_fixes_the_hostname_associations(emulator, settings, db):
     from certificates.cloudflare_client import get_cloudflare_client
-    from tests.certificates.test_check_cloudflare import BASE
+    from tests.firewall.test_check_cloudflare import BASE
 
     settings.PORTAL_API_HOSTNAMES = ["api.example.com", "api2.example.com"]
     get_cloudflare_client().create_entrypoint("0" * 32, rules=[BASE])

@@ -15,10 +15,11 @@ from celery.exceptions import Retry
 from django.core.cache import cache
 from django.utils import timezone
 
-from certificates import cloudflare_client, enqueue, lifecycle, services, tasks
+from certificates import cloudflare_client, enqueue, services, tasks
 from certificates.cloudflare_client import get_cloudflare_client
 from certificates.firewall.sync import firewall_sync
 from certificates.models import AllowlistEntry, Certificate
+from certificates.services import lifecycle
 from cloudflare.errors import AuthenticationError, ErrorDetail, RateLimitedError, ServerError
 from cloudflare.models import RuleSpec
 from tests.support.pki import policy_csr
@@ -267,8 +268,8 @@ def test_reconciling_one_certificate_is_not_retried_for_a_refused_token(emulator
 @pytest.mark.parametrize(
     ("task", "target"),
     [
-        (tasks.poll_certificates, "certificates.lifecycle.certificates_poll"),
-        (tasks.reconcile_zone, "certificates.lifecycle.zone_reconcile"),
+        (tasks.poll_certificates, "certificates.services.lifecycle.certificates_poll"),
+        (tasks.reconcile_zone, "certificates.services.lifecycle.zone_reconcile"),
     ],
     ids=["poll", "reconcile"],
 )

@@ -8,9 +8,10 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from certificates import lifecycle, services
+from certificates import services
 from certificates.cloudflare_client import get_cloudflare_client
 from certificates.models import AuditEvent, Certificate, UnknownCertificate
+from certificates.services import lifecycle
 from portal.env import Rate
 from tests.support.pki import make_csr, policy_csr
 

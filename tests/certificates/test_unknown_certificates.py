@@ -11,9 +11,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.urls import reverse
 
-from certificates import lifecycle, services, tasks
+from certificates import services, tasks
 from certificates.cloudflare_client import get_cloudflare_client
 from certificates.models import AuditEvent, Certificate, UnknownCertificate
+from certificates.services import lifecycle
 from cloudflare.client import CloudflareClient
 from portal.env import Rate
 from tests.support.accounts import signed_in

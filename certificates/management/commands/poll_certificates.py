@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from certificates.cloudflare_client import get_zone_id
 from certificates.enqueue import request_firewall_sync
-from certificates.lifecycle import certificates_poll
+from certificates.services.lifecycle import certificates_poll
 from cloudflare.errors import CloudflareError
 
 

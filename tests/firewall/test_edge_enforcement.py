@@ -21,8 +21,8 @@ from django.utils import timezone
 
 from certificates import cloudflare_client, services
 from certificates.firewall.sync import firewall_sync
-from certificates.lifecycle import zone_reconcile
 from certificates.models import AllowlistEntry, Certificate, UnknownCertificate
+from certificates.services.lifecycle import zone_reconcile
 from cloudflare.budget import LocalBudget
 from cloudflare.client import before
 from cloudflare.models import RuleSpec

@@ -214,7 +214,7 @@ def test_the_firewall_page_names_another_teams_rule_above_the_portals(emulator, 
     from certificates.firewall.sync import firewall_sync
     from cloudflare.client import before
     from cloudflare.models import RuleSpec
-    from tests.certificates.test_edge_enforcement import issue
+    from tests.firewall.test_edge_enforcement import issue
     from tests.support.rules import MONITORING_SKIP
 
     settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
@@ -267,7 +267,7 @@ def test_the_admin_index_is_quiet_when_everything_was_pushed(db, alice, charlie)
 
 def test_a_new_certificate_is_shown_waiting_for_the_edge_until_a_sync_has_read_it(emulator, settings, alice):
     from certificates.firewall.sync import firewall_sync
-    from tests.certificates.test_edge_enforcement import issue
+    from tests.firewall.test_edge_enforcement import issue
 
     settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
     settings.CLOUDFLARE_CUSTOM_RULES_LIMIT = 20
