@@ -145,7 +145,8 @@ class Stack:
     def start_emulator(self, *, rate_limit: int = 1200, rate_window: float = 300.0) -> None:
         argv = [
             sys.executable,
-            str(ROOT / "bench" / "chaos_emulator.py"),
+            "-m",
+            "cloudflare_emulator",
             "--port",
             str(self.emulator_port),
             "--state",

@@ -26,6 +26,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_CUSTOM_RULES_LIMIT,
         help="custom rules a zone may hold, as the plan allows (Free 5, Pro 20, Business 100, Enterprise 1000)",
     )
+    parser.add_argument("--rate-limit", type=int, default=1200, help="API calls allowed per window (Cloudflare: 1200)")
+    parser.add_argument("--rate-window", type=float, default=300.0, help="the rate limit's window, seconds")
     return parser.parse_args(argv)
 
 
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
         reactivation_delay=args.reactivation_delay,
         zone_capacity=args.zone_capacity,
         custom_rules_limit=args.custom_rules_limit,
+        rate_limit=args.rate_limit,
+        rate_window=args.rate_window,
     )
     # make_server binds before we announce, so whoever waits for the line can connect at once
     # (run_simple would print only after binding, with no hook to announce the chosen port).

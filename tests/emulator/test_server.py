@@ -92,3 +92,14 @@ def test_the_edge_and_the_rule_limit_over_real_http() -> None:
         blocked = evaluate("198.51.100.7", None)  # the skip comes after the block
         assert blocked["outcome"] == "blocked"
         assert blocked["rule"]["ref"] == "base"
+
+
+@pytest.mark.slow
+def test_the_rate_limit_is_an_option_of_the_command() -> None:
+    with running_emulator("--token", "cli-token", "--rate-limit", "2", "--rate-window", "60") as server:
+        session = requests.Session()
+        session.headers["Authorization"] = "Bearer cli-token"
+        answers = [session.get(f"{server}/zones/{ZONE}/client_certificates", timeout=10) for _ in range(3)]
+
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert answers[2].headers["Retry-After"]
