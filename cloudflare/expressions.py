@@ -346,6 +346,14 @@ class Lower:
             raise ExpressionError("lower(...) never equals a value with uppercase letters")
         return Comparison(self, "eq", quote(value))
 
+    def starts_with(self, prefix: str) -> Expression:
+        """``lower(f) ge "<prefix>" and lower(f) lt "<prefix with its last character one higher>"``: a prefix
+        test with string order alone, which every plan has (functions such as starts_with() are not on all)."""
+        if not prefix or prefix != prefix.lower():
+            raise ExpressionError("a prefix of lower(...) must be non-empty and lowercase")
+        above = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return And(Comparison(self, "ge", quote(prefix)), Comparison(self, "lt", quote(above)))
+
 
 # --------------------------------------------------------------------------------------------------
 # Expression nodes

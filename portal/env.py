@@ -116,3 +116,19 @@ def env_rate(name: str, default: str) -> Rate:
         raise ImproperlyConfigured(f"{name} must be a rate such as 10/h or 30/15m (N per s, m, h or d), got {value!r}")
     multiplier = int(match[2]) if match[2] else 1
     return Rate(count=int(match[1]), period=multiplier * _PERIOD_SECONDS[match[3]])
+
+
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+
+
+def env_hostnames(name: str, default: list[str]) -> list[str]:
+    """Bare hostnames, lowercased, a fully qualified name's trailing dot dropped. A scheme, port, path or wildcard
+    is refused: the firewall rules compare the Host header with these names, and `https://api.example.com` or
+    `api.example.com:443` would match no request, leaving the API without mTLS."""
+    hostnames = [value.lower().rstrip(".") for value in env_list(name, default)]
+    for hostname in hostnames:
+        if len(hostname) > 253 or not _HOSTNAME.fullmatch(hostname):
+            raise ImproperlyConfigured(
+                f"{name}: {hostname!r} is not a hostname; write it as api.example.com, without scheme, port or path"
+            )
+    return hostnames

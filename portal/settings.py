@@ -13,7 +13,17 @@ import django_stubs_ext
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_float, env_int, env_list, env_rate, env_secret, env_str, generated_secret
+from portal.env import (
+    env_bool,
+    env_float,
+    env_hostnames,
+    env_int,
+    env_list,
+    env_rate,
+    env_secret,
+    env_str,
+    generated_secret,
+)
 
 # Lets classes that django-stubs types as generic be subscripted at run time, as in `admin.ModelAdmin[Certificate]`.
 django_stubs_ext.monkeypatch()
@@ -284,7 +294,7 @@ if CLOUDFLARE_BUDGET_RESERVED >= CLOUDFLARE_CALL_BUDGET:
         f"CLOUDFLARE_BUDGET_RESERVED must be less than CLOUDFLARE_CALL_BUDGET ({CLOUDFLARE_CALL_BUDGET}), "
         f"got {CLOUDFLARE_BUDGET_RESERVED}"
     )
-PORTAL_API_HOSTNAMES = env_list("PORTAL_API_HOSTNAMES", ["api.example.com"] if CLOUDFLARE_EMULATED else [])
+PORTAL_API_HOSTNAMES = env_hostnames("PORTAL_API_HOSTNAMES", ["api.example.com"] if CLOUDFLARE_EMULATED else [])
 if not PORTAL_API_HOSTNAMES and not CLOUDFLARE_EMULATED:
     # Without them the firewall rules would protect nothing (and a sync would remove the base rule).
     raise ImproperlyConfigured("PORTAL_API_HOSTNAMES is required when CLOUDFLARE_API_TOKEN is set")

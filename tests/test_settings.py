@@ -246,3 +246,22 @@ def test_links_in_emails_follow_the_address_the_portal_is_served_at(tmp_path):
     assert base_url(PORTAL_ADDRESS="0.0.0.0:9000", PORTAL_BASE_URL="https://portal.example.com/") == (
         "https://portal.example.com"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("API.Example.com., api-eu.example.com", ["api.example.com", "api-eu.example.com"]), ("x.example", ["x.example"])],
+)
+def test_api_hostnames_are_bare_lowercase_names(monkeypatch, raw, expected):
+    monkeypatch.setenv("HOSTS", raw)
+    assert env.env_hostnames("HOSTS", []) == expected
+
+
+@pytest.mark.parametrize(
+    "raw", ["https://api.example.com", "api.example.com:443", "api.example.com/v1", "*.example.com", "a b.example.com"]
+)
+def test_an_api_hostname_no_host_header_can_match_stops_start_up(monkeypatch, raw):
+    """`https://api.example.com` would scope every rule to a Host header no client sends: mTLS silently off."""
+    monkeypatch.setenv("HOSTS", raw)
+    with pytest.raises(ImproperlyConfigured, match="not a hostname"):
+        env.env_hostnames("HOSTS", [])

@@ -21,8 +21,8 @@ When the zone's rule limit leaves room for fewer rules than that, ``compile_rule
 then as many allow ranges, then as many binding rules as fit, and says what it left out (``LeftOut``).
 
 Every rule is scoped to ``lower(http.host) in {<protected hostnames>}`` (the Host header's case is the
-client's choice, and string comparisons are case-sensitive; each hostname is listed with its trailing-dot and
-port spellings, see ``_scope``) so that it can never block another hostname of the zone. With no protected
+client's choice, and string comparisons are case-sensitive; a trailing dot and any port are covered too, see
+``_scope``) so that it can never block another hostname of the zone. With no protected
 hostnames there is nothing to protect and nothing to scope to, so the compiler returns no rules at all (the
 sync then deletes the portal's rules).
 
@@ -393,27 +393,24 @@ def clear_caches() -> None:
     _network_condition.cache_clear()
 
 
-# Cloudflare proxies HTTPS on these ports (443 and its alternates), and `http.host` is the Host header as the
-# client sent it: with a port, or with the trailing dot of a fully qualified name, it is still this hostname
-# (FACTS.md §14). The rules list every such spelling so that none of them escapes mTLS.
-HTTPS_PORTS = (443, 2053, 2083, 2087, 2096, 8443)
-
-
 def _scope(hostnames: Sequence[str]) -> Expression:
-    """``lower(http.host) in {...}``: the protected hostnames as a client may spell them."""
-    spellings = [
-        spelling
-        for hostname in hostnames
-        for name in (hostname, hostname + ".")
-        for spelling in (name, *(f"{name}:{port}" for port in HTTPS_PORTS))
+    """The protected hostnames as a client may write its Host header: `http.host` is the header as sent (FACTS.md
+    §14), so a trailing dot (a fully qualified name) or any port, ``api.example.com.:8443``, is still the API.
+
+    ``lower(http.host) in {"h" "h."} or lower(http.host) starts with "h:" or "h.:"`` (a prefix by string order).
+    """
+    exact = Lower(HTTP_HOST).in_(StringSet([name for hostname in hostnames for name in (hostname, hostname + ".")]))
+    with_port = [
+        Lower(HTTP_HOST).starts_with(f"{name}:") for hostname in hostnames for name in (hostname, hostname + ".")
     ]
-    return Lower(HTTP_HOST).in_(StringSet(spellings))
+    return Or(exact, *with_port)
 
 
 def _normalized_hostnames(hostnames: Iterable[str]) -> tuple[str, ...]:
     if isinstance(hostnames, str):
         raise TypeError("hostnames must be a sequence of hostnames, not a single string")
-    return tuple(sorted({hostname.strip().lower() for hostname in hostnames if hostname.strip()}))
+    # A fully qualified name's trailing dot is one of the spellings _scope adds: the bare name is the one kept.
+    return tuple(sorted({hostname.strip().lower().rstrip(".") for hostname in hostnames if hostname.strip(". ")}))
 
 
 def _normalized_fingerprints(fingerprints: Sequence[str]) -> list[str]:

@@ -301,7 +301,7 @@ def _plan_and_apply(
     while True:
         plan, entrypoint = firewall_plan(zone_id=zone_id, client=client, reserved=reserved)
         try:
-            return _apply(client, plan, entrypoint, keep_lease=keep_lease)
+            return _apply(client, plan, entrypoint, keep_lease=keep_lease, reserved=reserved)
         except cf_errors.RuleLimitError:
             # Rules the entrypoint does not show (zone custom rulesets) count against the limit too.
             if reserved >= LIMIT_RETRIES:
@@ -311,7 +311,12 @@ def _plan_and_apply(
 
 
 def _apply(
-    client: CloudflareClient, plan: Plan, entrypoint: Ruleset | None, *, keep_lease: Callable[[], None]
+    client: CloudflareClient,
+    plan: Plan,
+    entrypoint: Ruleset | None,
+    *,
+    keep_lease: Callable[[], None],
+    reserved: int = 0,
 ) -> tuple[Plan, Ruleset | None]:
     """Carry out the plan (or, if the entrypoint changed under it, a new plan); returns what was done.
 
@@ -331,7 +336,7 @@ def _apply(
         keep_lease()
         return plan, client.replace_entrypoint(plan.zone_id, rules=_replacement(plan, fresh))
     # Someone else wrote in between: no blind replacement over their change, single-rule writes instead.
-    plan = plan_for(fresh, zone_id=plan.zone_id)
+    plan = plan_for(fresh, zone_id=plan.zone_id, reserved=reserved)
     if fresh is None:
         return plan, _create(client, plan, keep_lease)
     over_limit = len(fresh.rules) + len(plan.add) > limit

@@ -103,7 +103,7 @@ def check_rules(rules: list[DesiredRule]) -> None:
         assert len(rule.expression) <= MAX_EXPRESSION_LENGTH
         validate(rule.expression)
         assert "error" not in octorules_wirefilter.parse_expression(rule.expression)
-        assert rule.expression.startswith("(lower(http.host) in {")
+        assert rule.expression.startswith("((lower(http.host) in {")  # every rule is scoped to the API hostnames
 
 
 # --- Strategies ------------------------------------------------------------------------------------------
@@ -215,7 +215,10 @@ def test_the_hosts_case_does_not_matter(world: World, data: st.DataObject) -> No
 
 @settings(max_examples=40, deadline=None)
 @given(
-    world=worlds(max_users=3), data=st.data(), dot=st.booleans(), port=st.sampled_from(["", ":443", ":8443", ":2053"])
+    world=worlds(max_users=3),
+    data=st.data(),
+    dot=st.booleans(),
+    port=st.sampled_from(["", ":443", ":8443", ":80", ":1", ":0443", ":65535", ":"]),
 )
 def test_a_trailing_dot_or_a_port_in_the_host_does_not_escape_the_rules(
     world: World, data: st.DataObject, dot: bool, port: str
