@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -196,18 +197,36 @@ def _resolve_ambiguous_create(
 
 def _mark_unconfirmed(certificate: Certificate, *, error: Exception, origin: Origin) -> bool:
     """`issuing` → `unconfirmed` (compare-and-set); False when the row had left `issuing` already."""
-    updated = Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.ISSUING).update(
-        status=Certificate.Status.UNCONFIRMED, last_error=str(error)[:2000], updated_at=timezone.now()
+    return _settle(
+        certificate,
+        old=Certificate.Status.ISSUING,
+        new=Certificate.Status.UNCONFIRMED,
+        action=AuditEvent.Action.ISSUE_UNCONFIRMED,
+        origin=origin,
+        last_error=str(error),
     )
-    if updated:
-        audit(
-            AuditEvent.Action.ISSUE_UNCONFIRMED,
-            origin,
-            certificate=certificate,
-            old=Certificate.Status.ISSUING,
-            new=Certificate.Status.UNCONFIRMED,
-        )
-    return bool(updated)
+
+
+def _settle(
+    certificate: Certificate,
+    *,
+    old: str,
+    new: str,
+    action: str,
+    origin: Origin,
+    last_error: str,
+    detail: dict[str, Any] | None = None,
+    unchanged_since: datetime | None = None,
+) -> bool:
+    """Move an issuance from `old` to `new` only if it is still `old` (and, given `unchanged_since`, has not
+    changed since then), auditing the move; False when another request or worker settled it first."""
+    rows = Certificate.objects.filter(pk=certificate.pk, status=old)
+    if unchanged_since is not None:
+        rows = rows.filter(updated_at__lte=unchanged_since)
+    if not rows.update(status=new, last_error=last_error[:2000], updated_at=timezone.now()):
+        return False
+    audit(action, origin, certificate=certificate, old=old, new=new, detail=detail or {})
+    return True
 
 
 def unconfirmed_grace() -> timedelta:
@@ -237,22 +256,15 @@ def certificate_reconcile_unconfirmed(
         return _record_issued(
             certificate, match, origin, action=AuditEvent.Action.ADOPTED, expected=Certificate.Status.UNCONFIRMED
         )
-    now = timezone.now()
-    updated = Certificate.objects.filter(
-        pk=certificate.pk, status=Certificate.Status.UNCONFIRMED, updated_at__lte=now - unconfirmed_grace()
-    ).update(
-        status=Certificate.Status.FAILED,
+    _settle(
+        certificate,
+        old=Certificate.Status.UNCONFIRMED,
+        new=Certificate.Status.FAILED,
+        action=AuditEvent.Action.ISSUE_FAILED,
+        origin=origin,
         last_error="Cloudflare has no certificate for this request; nothing was issued.",
-        updated_at=now,
+        unchanged_since=timezone.now() - unconfirmed_grace(),
     )
-    if updated:
-        audit(
-            AuditEvent.Action.ISSUE_FAILED,
-            origin,
-            certificate=certificate,
-            old=Certificate.Status.UNCONFIRMED,
-            new=Certificate.Status.FAILED,
-        )
     certificate.refresh_from_db()
     return certificate
 
@@ -303,17 +315,14 @@ def _record_issued(
 
 
 def _record_failure(certificate: Certificate, error: Exception, origin: Origin) -> None:
-    updated = Certificate.objects.filter(pk=certificate.pk, status=Certificate.Status.ISSUING).update(
-        status=Certificate.Status.FAILED, last_error=str(error)[:2000], updated_at=timezone.now()
-    )
-    if not updated:
-        return  # settled meanwhile (recorded as issued, say): nothing failed
-    audit(
-        AuditEvent.Action.ISSUE_FAILED,
-        origin,
-        certificate=certificate,
+    # A row settled meanwhile (recorded as issued, say) did not fail: _settle leaves it alone.
+    _settle(
+        certificate,
         old=Certificate.Status.ISSUING,
         new=Certificate.Status.FAILED,
+        action=AuditEvent.Action.ISSUE_FAILED,
+        origin=origin,
+        last_error=str(error),
         detail={"error": str(error)[:500]},
     )
 
