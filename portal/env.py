@@ -132,3 +132,19 @@ def env_hostnames(name: str, default: list[str]) -> list[str]:
                 f"{name}: {hostname!r} is not a hostname; write it as api.example.com, without scheme, port or path"
             )
     return hostnames
+
+
+def stand_in_chosen(flag: str, *, real: str, real_value: str, debug: bool, why: str) -> bool:
+    """Whether a development stand-in replaces the real service `real` (set to `real_value`, empty if not).
+
+    The stand-in is the default only with DEBUG on; otherwise it must be asked for by name (`flag`=true), because
+    it would otherwise run in production silently. Asking for it while the real one is configured is refused.
+    """
+    chosen = env_bool(flag, debug and not real_value)
+    if chosen and real_value:
+        raise ImproperlyConfigured(f"{flag}=true and {real} contradict each other: set only one")
+    if not chosen and not real_value:
+        raise ImproperlyConfigured(
+            f"{real} is required ({why} is the default only with DEBUG on; {flag}=true asks for it)"
+        )
+    return chosen

@@ -23,6 +23,7 @@ from portal.env import (
     env_secret,
     env_str,
     generated_secret,
+    stand_in_chosen,
 )
 
 # Lets classes that django-stubs types as generic be subscripted at run time, as in `admin.ModelAdmin[Certificate]`.
@@ -208,14 +209,13 @@ TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 # links included, so whoever reads the log could take over accounts: it is the default only with DEBUG, and
 # production must ask for it by name (EMAIL_CONSOLE=true, e.g. a demo).
 EMAIL_HOST = env_str("EMAIL_HOST")
-EMAIL_CONSOLE = env_bool("EMAIL_CONSOLE", DEBUG and not EMAIL_HOST)
-if EMAIL_CONSOLE and EMAIL_HOST:
-    raise ImproperlyConfigured("EMAIL_CONSOLE=true and EMAIL_HOST contradict each other: set only one")
-if not EMAIL_CONSOLE and not EMAIL_HOST:
-    raise ImproperlyConfigured(
-        "EMAIL_HOST is required (console email is the default only with DEBUG on; EMAIL_CONSOLE=true asks for it "
-        "and prints mail, reset links included, into the log)"
-    )
+EMAIL_CONSOLE = stand_in_chosen(
+    "EMAIL_CONSOLE",
+    real="EMAIL_HOST",
+    real_value=EMAIL_HOST,
+    debug=DEBUG,
+    why="console email, which prints mail, reset links included, into the log,",
+)
 if EMAIL_HOST:
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
@@ -242,14 +242,13 @@ LOGGING = {
 # every answer carries X-Cloudflare-Emulated: true and each process logs a warning (portal/apps.py).
 CLOUDFLARE_API_BASE_URL = env_str("CLOUDFLARE_API_BASE_URL", "https://api.cloudflare.com/client/v4")
 CLOUDFLARE_API_TOKEN = env_secret("CLOUDFLARE_API_TOKEN")
-CLOUDFLARE_EMULATED = env_bool("CLOUDFLARE_EMULATOR", DEBUG and not CLOUDFLARE_API_TOKEN)
-if CLOUDFLARE_EMULATED and CLOUDFLARE_API_TOKEN:
-    raise ImproperlyConfigured("CLOUDFLARE_EMULATOR=true and CLOUDFLARE_API_TOKEN contradict each other: set only one")
-if not CLOUDFLARE_EMULATED and not CLOUDFLARE_API_TOKEN:
-    raise ImproperlyConfigured(
-        "CLOUDFLARE_API_TOKEN is required (the built-in emulator is the default only with DEBUG on; "
-        "CLOUDFLARE_EMULATOR=true asks for it)"
-    )
+CLOUDFLARE_EMULATED = stand_in_chosen(
+    "CLOUDFLARE_EMULATOR",
+    real="CLOUDFLARE_API_TOKEN",
+    real_value=CLOUDFLARE_API_TOKEN,
+    debug=DEBUG,
+    why="the built-in emulator",
+)
 CLOUDFLARE_ZONE_ID = env_str("CLOUDFLARE_ZONE_ID")
 CLOUDFLARE_ACCOUNT_ID = env_str("CLOUDFLARE_ACCOUNT_ID")
 if CLOUDFLARE_EMULATED:
