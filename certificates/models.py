@@ -1,4 +1,4 @@
-"""The portal's records: certificates issued through Cloudflare, API tokens, and the audit log."""
+"""The portal's records: certificates (issued through Cloudflare or by a portal CA), API tokens, the audit log."""
 
 from __future__ import annotations
 
@@ -9,6 +9,68 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+
+class CertificateAuthority(models.Model):
+    """A portal CA (DESIGN.md "Issuers", 2: bring your own CA). The portal signs CSRs with it; Cloudflare trusts it
+    once it is uploaded to the account (`mtls_certificates`) and associated with the API hostnames.
+
+    Its private key is kept encrypted with PORTAL_CA_ENCRYPTION_KEY (certificates.authority.keystore): it is
+    never shown again, never logged, and unreadable without that key.
+    """
+
+    class Status(models.TextChoices):
+        # Made or imported in the portal, not yet trusted by Cloudflare.
+        CREATED = "created", "Created, not uploaded"
+        # Uploaded with `ca: true` and associated with the API hostnames: certificates it signs verify at the edge.
+        TRUSTED = "trusted", "Uploaded and associated"
+        # Hostname associations removed and deleted from the account: nothing it signed verifies any more.
+        REMOVED = "removed", "Removed from Cloudflare"
+
+    name = models.CharField(max_length=100)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED)
+    # "ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096" (certificates.authority.algorithms).
+    key_algorithm = models.CharField(max_length=16)
+    imported = models.BooleanField(default=False)
+    certificate_pem = models.TextField()
+    # The certificates above this one (an imported intermediate's issuers), for bundles and origins; empty when
+    # the CA is its own root.
+    chain_pem = models.TextField(blank=True, default="")
+    # MultiFernet token of the PKCS#8 PEM private key (certificates.authority.keystore).
+    encrypted_key = models.TextField()
+    # Uppercase hex, as the Rules language's cf.tls_client_auth.cert_issuer_ski shows it (FACTS.md §6).
+    subject_key_identifier = models.CharField(max_length=64, unique=True)
+    subject = models.CharField(max_length=500)
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField()
+    # The account's `mtls_certificates` id once uploaded.
+    cloudflare_id = models.CharField(max_length=36, blank=True, default="")
+    # The CRL published for this CA (certificates.authority.crl): its number only grows.
+    crl_number = models.PositiveBigIntegerField(default=0)
+    crl_der = models.BinaryField(blank=True, default=b"")
+    crl_this_update = models.DateTimeField(null=True, blank=True)
+    crl_next_update = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("-created_at",)
+        verbose_name = "portal CA"
+        verbose_name_plural = "portal CAs"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_status_display().lower()})"
+
+
+class OwnerSerialTag(models.Model):
+    """Eight hex digits that every serial the portal CAs sign for this user carries after the zone's marker, so that
+    one prefix test in a rule covers all the user's certificates (certificates/firewall/compiler.py)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="serial_tag")
+    tag = models.CharField(max_length=8, unique=True)
+
+    def __str__(self) -> str:
+        return self.tag
 
 
 class Certificate(models.Model):
@@ -39,6 +101,10 @@ class Certificate(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="certificates")
     name = models.CharField(max_length=100)
     zone_id = models.CharField(max_length=32)
+    # The portal CA that signed it; None for Cloudflare's managed CA (cloudflare_id then names it at Cloudflare).
+    authority = models.ForeignKey(
+        CertificateAuthority, null=True, blank=True, on_delete=models.PROTECT, related_name="certificates"
+    )
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.ISSUING)
     cloudflare_id = models.CharField(max_length=36, blank=True, default="")
     csr = models.TextField()
@@ -49,7 +115,9 @@ class Certificate(models.Model):
     validity_days = models.PositiveIntegerField()
     certificate_pem = models.TextField(blank=True, default="")
     fingerprint_sha256 = models.CharField(max_length=64, blank=True, default="")
+    # Portal CA: uppercase hex, as cf.tls_client_auth.cert_serial shows it. Managed CA: as Cloudflare's API gives it.
     serial_number = models.CharField(max_length=64, blank=True, default="")
+    revoked_at = models.DateTimeField(null=True, blank=True)
     issued_on = models.DateTimeField(null=True, blank=True)
     expires_on = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
@@ -77,6 +145,8 @@ class Certificate(models.Model):
             models.Index(fields=("zone_id", "status"), name="certificate_zone_status"),
             # Admin search and firewall rules look certificates up by fingerprint.
             models.Index(fields=("fingerprint_sha256",), name="certificate_fingerprint"),
+            # The CRL of a portal CA: its revoked certificates.
+            models.Index(fields=("authority", "status"), name="certificate_authority_status"),
         ]
 
     def __str__(self) -> str:
@@ -169,6 +239,11 @@ class AuditEvent(models.Model):
         DOWNLOADED = "certificate.downloaded", "Certificate downloaded"
         REVOCATION_REQUESTED = "certificate.revocation_requested", "Revocation requested"
         REVOKED = "certificate.revoked", "Certificate revoked"
+        CA_CREATED = "authority.created", "Portal CA created"
+        CA_IMPORTED = "authority.imported", "Portal CA imported"
+        CA_UPLOADED = "authority.uploaded", "Portal CA uploaded to Cloudflare"
+        CA_REMOVED = "authority.removed", "Portal CA removed from Cloudflare"
+        ZONE_ISSUER_CHANGED = "zone.issuer_changed", "Zone issuer changed"
         REACTIVATION_REQUESTED = "certificate.reactivation_requested", "Reactivation requested"
         REACTIVATED = "certificate.reactivated", "Certificate reactivated"
         STATUS_CHANGED = "certificate.status_changed", "Status changed at Cloudflare"
@@ -275,6 +350,14 @@ class Zone(models.Model):
     cannot both take the zone's last free slot."""
 
     zone_id = models.CharField(max_length=32, unique=True)
+    # The issuer of new certificates: a portal CA, or None for Cloudflare's managed CA. Certificates keep the
+    # issuer that signed them, so switching leaves them valid until they expire or are replaced.
+    issuer = models.ForeignKey(
+        CertificateAuthority, null=True, blank=True, on_delete=models.PROTECT, related_name="zones"
+    )
+    # Eight uppercase hex digits that start every serial the portal CAs sign for this zone: the edge rule lets a
+    # portal CA's certificate through only with it (certificates.authority.serials).
+    serial_marker = models.CharField(max_length=8, blank=True, default="")
 
     def __str__(self) -> str:
         return f"zone {self.zone_id}"

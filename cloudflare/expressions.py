@@ -30,6 +30,7 @@ import octorules_wirefilter
 
 __all__ = [
     "CERT_FINGERPRINT_SHA256",
+    "CERT_ISSUER_SKI",
     "CERT_PRESENTED",
     "CERT_REVOKED",
     "CERT_SERIAL",
@@ -635,3 +636,4 @@ CERT_VERIFIED = Field("cf.tls_client_auth.cert_verified")
 CERT_REVOKED = Field("cf.tls_client_auth.cert_revoked")
 CERT_FINGERPRINT_SHA256 = Field("cf.tls_client_auth.cert_fingerprint_sha256")
 CERT_SERIAL = Field("cf.tls_client_auth.cert_serial")
+CERT_ISSUER_SKI = Field("cf.tls_client_auth.cert_issuer_ski")

@@ -26,7 +26,13 @@ from typing import Any
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-STRING_FIELDS = {"http.host", "cf.tls_client_auth.cert_fingerprint_sha256"}
+STRING_FIELDS = {
+    "http.host",
+    "cf.tls_client_auth.cert_fingerprint_sha256",
+    # FACTS.md §6: uppercase hex, as the certificate itself gives them (the serial without leading zeros).
+    "cf.tls_client_auth.cert_serial",
+    "cf.tls_client_auth.cert_issuer_ski",
+}
 IP_FIELDS = {"ip.src"}
 BOOL_FIELDS = {
     "cf.tls_client_auth.cert_presented",
@@ -44,7 +50,8 @@ class EvaluatorError(ValueError):
 
 @dataclass(frozen=True)
 class Request:
-    """The fields a rule can see; a request without a certificate has presented=verified=False, fingerprint ""."""
+    """The fields a rule can see; a request without a certificate has presented=verified=False and empty strings
+    (FACTS.md §6: every cf.tls_client_auth field defaults to false or "" without mTLS)."""
 
     host: str
     ip: IPAddress
@@ -52,6 +59,8 @@ class Request:
     revoked: bool = False
     fingerprint: str = ""
     presented: bool = True
+    serial: str = ""  # uppercase hex
+    issuer_ski: str = ""  # uppercase hex, the direct issuer's Subject Key Identifier
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -61,6 +70,8 @@ class Request:
             "cf.tls_client_auth.cert_verified": self.verified,
             "cf.tls_client_auth.cert_revoked": self.revoked,
             "cf.tls_client_auth.cert_fingerprint_sha256": self.fingerprint,
+            "cf.tls_client_auth.cert_serial": self.serial,
+            "cf.tls_client_auth.cert_issuer_ski": self.issuer_ski,
         }
 
 

@@ -6,6 +6,7 @@ instead of surfacing later as an odd runtime error.
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import re
@@ -85,6 +86,18 @@ def generated_secret(path: Path) -> str:
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(50)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+def generated_fernet_key(path: Path) -> str:
+    """A Fernet key made once and kept in `path` (development only: DEBUG on and no PORTAL_CA_ENCRYPTION_KEY)."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # Fernet.generate_key()'s format
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(value)

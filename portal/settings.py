@@ -22,6 +22,7 @@ from portal.env import (
     env_rate,
     env_secret,
     env_str,
+    generated_fernet_key,
     generated_secret,
     stand_in_chosen,
 )
@@ -376,7 +377,20 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     "sweep-stuck": {"task": "certificates.tasks.sweep_stuck", "schedule": SWEEP_STUCK_SECONDS},
     "expiry-reminders": {"task": "certificates.tasks.send_expiry_reminders", "schedule": 3600.0},
+    "refresh-crls": {"task": "certificates.tasks.refresh_crls", "schedule": 900.0},
 }
+
+# Portal CAs (bring your own CA, README "Issuers"). Their private keys are stored encrypted with this key: one or
+# more Fernet keys, one per line (the first encrypts, all decrypt, so a new key can be put first and the CAs
+# re-encrypted). Give it as PORTAL_CA_ENCRYPTION_KEY_FILE in production. Without it the portal still runs on
+# Cloudflare's managed CA, and refuses, with a message naming the setting, anything that needs a CA's key.
+# With DEBUG and nothing set, a key is generated into var/ (development only, like SECRET_KEY).
+PORTAL_CA_ENCRYPTION_KEY = env_secret("PORTAL_CA_ENCRYPTION_KEY")
+if not PORTAL_CA_ENCRYPTION_KEY and DEBUG:
+    PORTAL_CA_ENCRYPTION_KEY = generated_fernet_key(VAR_DIR / "portal-ca-encryption.key")
+# A CRL says when the next one is due; it is rebuilt on every revocation, and by beat once less than half of
+# this is left.
+PORTAL_CRL_VALIDITY_HOURS = env_int("PORTAL_CRL_VALIDITY_HOURS", 24, minimum=1)
 
 # Certificate policy (certificates/policy.py): the subject every CSR must carry, validity, quotas.
 CERTIFICATE_SUBJECT_ORGANIZATION = env_str("CERTIFICATE_SUBJECT_ORGANIZATION", "Example Inc.")
