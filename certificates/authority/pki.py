@@ -83,7 +83,7 @@ def new_key(algorithm: str) -> SigningKey:
     raise AuthorityError(f"Unknown key algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
 
 
-def _hash_for(key: SigningKey) -> hashes.HashAlgorithm:
+def _hash_for(key: SigningKey) -> hashes.SHA256 | hashes.SHA384:
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
         return hashes.SHA384()
     return hashes.SHA256()
