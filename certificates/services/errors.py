@@ -80,3 +80,10 @@ def call_cloudflare(
         raise CloudflareUnavailableError(
             "Cloudflare is not answering right now; nothing changed. Try again soon."
         ) from exc
+
+
+class AuthorityUnavailableError(ServiceError):
+    """The portal CA cannot sign: its key cannot be unlocked (a setting is missing or wrong). The message names the
+    setting for staff; users see that issuance is unavailable."""
+
+    status_code = 503
