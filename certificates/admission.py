@@ -14,7 +14,7 @@ from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from certificates.models import AccessRequest, Certificate, Zone
+from certificates.models import AccessRequest, Certificate, CertificateAuthority, Zone
 from certificates.policy import get_policy
 
 OPEN, EMAIL_DOMAIN, APPROVAL = "open", "email_domain", "approval"
@@ -82,12 +82,24 @@ def zone_lock(zone_id: str) -> None:
     Zone.objects.select_for_update().filter(zone_id=zone_id).first()
 
 
+def zone_issuer(zone_id: str) -> CertificateAuthority | None:
+    """The portal CA that issues the zone's new certificates, or None for Cloudflare's managed CA."""
+    zone = Zone.objects.select_related("issuer").filter(zone_id=zone_id).first()
+    return zone.issuer if zone is not None else None
+
+
 def zone_used(zone_id: str) -> int:
-    return Certificate.objects.filter(zone_id=zone_id, status__in=Certificate.HOLDS_A_SLOT).count()
+    """Slots of Cloudflare's managed CA in use: only its certificates count against the zone's quota (FACTS.md §3)."""
+    return Certificate.objects.filter(
+        zone_id=zone_id, authority__isnull=True, status__in=Certificate.HOLDS_A_SLOT
+    ).count()
 
 
-def zone_room(zone_id: str) -> int:
-    """Certificates the zone can still take (CLOUDFLARE_ZONE_CAPACITY minus those holding a slot)."""
+def zone_room(zone_id: str) -> int | None:
+    """Certificates the zone can still take (CLOUDFLARE_ZONE_CAPACITY minus those holding a slot); None when a portal
+    CA issues for the zone, which has no per-zone cap."""
+    if Zone.objects.filter(zone_id=zone_id, issuer__isnull=False).exists():
+        return None
     return max(0, get_policy().zone_capacity - zone_used(zone_id))
 
 

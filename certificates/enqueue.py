@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 SYNC_FIREWALL = "certificates.tasks.sync_firewall"
 CONFIRM_REVOCATION = "certificates.tasks.confirm_revocation"
 RECONCILE_CERTIFICATE = "certificates.tasks.reconcile_certificate"
+BUILD_CRL = "certificates.tasks.build_crl"
 # A chain of follow-up syncs (see request_follow_up_sync) stops after this many; the periodic sync remains.
 FOLLOW_UPS_AT_MOST = 3
 
@@ -92,6 +93,13 @@ def request_revocation_check(certificate_id: int, *, reason: str, origin: Origin
             lambda: _task(CONFIRM_REVOCATION).delay(certificate_id, reason, actor_id, origin.remote_addr),
             f"the revocation check of certificate {certificate_id}",
         )
+    )
+
+
+def request_crl_build(authority_id: int) -> None:
+    # Lost with Redis down: the CA's mark (crl_requested_at) makes the CRL's URL and beat rebuild it.
+    transaction.on_commit(
+        lambda: _enqueue_quietly(lambda: _task(BUILD_CRL).delay(authority_id), f"the CRL of portal CA {authority_id}")
     )
 
 

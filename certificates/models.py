@@ -50,6 +50,9 @@ class CertificateAuthority(models.Model):
     crl_der = models.BinaryField(blank=True, default=b"")
     crl_this_update = models.DateTimeField(null=True, blank=True)
     crl_next_update = models.DateTimeField(null=True, blank=True)
+    # Set in the same transaction as every change the CRL must show (a revocation, an owner deactivated); a CRL
+    # built after it shows the change (certificates.services.crls).
+    crl_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -1,6 +1,7 @@
 """Receivers for what happens to accounts outside this app's code (Django's user admin, allauth's sign-up).
 
-A deactivated user's certificates go into the deny rules (DESIGN.md), so the sync runs after the commit.
+A deactivated user's certificates go into the deny rules (DESIGN.md), so the sync runs after the commit, and those
+a portal CA signed go on hold in its CRL.
 With PORTAL_ADMISSION=approval a new account joins the staff's queue at sign-up, with nothing to click.
 """
 
@@ -18,6 +19,7 @@ from django.dispatch import receiver
 from certificates import admission, services
 from certificates.enqueue import request_firewall_sync
 from certificates.models import AccessRequest, Certificate
+from certificates.services.crls import crl_request_refresh
 from certificates.views_helpers import origin_of
 
 
@@ -31,6 +33,13 @@ def queue_firewall_sync_on_activation_change(sender: type[User], instance: User,
     zones = Certificate.objects.filter(owner_id=instance.pk).values_list("zone_id", flat=True).distinct()
     for zone_id in zones:
         request_firewall_sync(zone_id)
+    # A deactivated owner's portal-CA certificates go on hold in their CAs' CRLs, and come off it on activation.
+    authorities = (
+        Certificate.objects.filter(owner_id=instance.pk, status__in=Certificate.USABLE, authority__isnull=False)
+        .values_list("authority_id", flat=True)
+        .distinct()
+    )
+    crl_request_refresh(authority_ids=[authority_id for authority_id in authorities if authority_id is not None])
 
 
 @receiver(user_signed_up)

@@ -23,9 +23,11 @@ from certificates.cloudflare_client import get_zone_id
 from certificates.enqueue import request_firewall_sync
 from certificates.models import Certificate, FirewallState
 from certificates.services import (
+    AuthorityUnavailableError,
     Origin,
     certificate_confirm_revocation,
     certificate_reconcile_unconfirmed,
+    crls,
     lifecycle,
     unconfirmed_grace,
 )
@@ -206,3 +208,25 @@ def confirm_revocation(
         )
     except CloudflareError as exc:
         retry_or_raise(self, exc)
+
+
+@shared_task
+def build_crl(authority_id: int) -> bool:
+    """After a change the CA's CRL must show. Not retried: the CA stays marked, and beat and the CRL's URL rebuild a
+    marked CRL (a missing encryption key is logged there again until it is set)."""
+    try:
+        crls.crl_refresh(authority_id=authority_id)
+    except AuthorityUnavailableError as exc:
+        logger.error("portal CA %s: the CRL cannot be signed: %s", authority_id, exc.message)
+        return False
+    return True
+
+
+@shared_task
+def refresh_crls() -> list[int]:
+    """Beat: every CRL is rebuilt once half of its validity has passed, or when a change is waiting for it."""
+    try:
+        return crls.crls_refresh_due()
+    except AuthorityUnavailableError as exc:
+        logger.error("the portal CAs' CRLs cannot be signed: %s", exc.message)
+        return []

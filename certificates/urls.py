@@ -15,4 +15,8 @@ urlpatterns = [
     path("tokens/", views.token_list, name="tokens"),
     path("staff/firewall/", views.firewall_status, name="firewall"),
     path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+    # Stable: written into every certificate a portal CA signs (CRL distribution point). Never rename.
+    path("pki/ca-<int:pk>.crl", views.authority_crl, name="crl"),
+    path("pki/ca-<int:pk>.crl.pem", views.authority_crl_pem, name="crl_pem"),
+    path("pki/ca-<int:pk>.pem", views.authority_certificate, name="authority_certificate"),
 ]

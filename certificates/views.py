@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import http_date
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from certificates import admission, services
+from certificates.authority.pki import crl_pem
 from certificates.cloudflare_client import get_zone_id
 from certificates.firewall.status import allowlist_status, awaiting_the_edge, sync_trouble
 from certificates.firewall.sync import firewall_preview
-from certificates.models import AccessRequest, ApiToken, AuditEvent, Certificate, FirewallState
+from certificates.models import AccessRequest, ApiToken, AuditEvent, Certificate, CertificateAuthority, FirewallState
 from certificates.policy import get_policy
 from certificates.views_helpers import AuthenticatedHttpRequest, origin_of, own_certificate
+
+logger = logging.getLogger(__name__)
 
 
 @login_required
@@ -233,3 +240,47 @@ def firewall_status(request: HttpRequest) -> HttpResponse:
     plan, error = firewall_preview(zone_id=zone_id)
     context = {"zone_id": zone_id, "state": state, "plan": plan, "error": error}
     return render(request, "certificates/firewall_status.html", {**context, "trouble": sync_trouble(zone_id=zone_id)})
+
+
+# --- what origins fetch from a portal CA: public, no sign-in (the README's origin examples use these URLs) ---
+
+
+@require_GET
+def authority_crl(request: HttpRequest, pk: int) -> HttpResponse:
+    """The CA's CRL in DER (`application/pkix-crl`, RFC 5280 §4.2.1.13), rebuilt here if it is stale."""
+    return _crl_response(pk, pem=False)
+
+
+@require_GET
+def authority_crl_pem(request: HttpRequest, pk: int) -> HttpResponse:
+    return _crl_response(pk, pem=True)
+
+
+@require_GET
+def authority_certificate(request: HttpRequest, pk: int) -> HttpResponse:
+    """The CA certificate (and the chain above it, for an imported intermediate): what origins trust."""
+    authority = get_object_or_404(CertificateAuthority.objects.only("certificate_pem", "chain_pem"), pk=pk)
+    response = HttpResponse(authority.certificate_pem + authority.chain_pem, content_type="application/x-pem-file")
+    response["Content-Disposition"] = f'inline; filename="portal-ca-{pk}.pem"'
+    return response
+
+
+def _crl_response(pk: int, *, pem: bool) -> HttpResponse:
+    if not CertificateAuthority.objects.filter(pk=pk).exists():
+        raise Http404("No such CA")
+    try:
+        authority = services.crls.crl_refresh(authority_id=pk)
+    except services.AuthorityUnavailableError as exc:
+        # The key cannot be unlocked: serve the last CRL while it is valid rather than none; staff see why in the log.
+        logger.error("portal CA %s: the CRL cannot be rebuilt: %s", pk, exc.message)
+        authority = CertificateAuthority.objects.get(pk=pk)
+        if not authority.crl_der or authority.crl_next_update is None or authority.crl_next_update <= timezone.now():
+            return HttpResponse("The CRL is unavailable right now.", status=503, content_type="text/plain")
+    der = bytes(authority.crl_der)
+    body: bytes | str = crl_pem(der) if pem else der
+    response = HttpResponse(body, content_type="application/x-pem-file" if pem else "application/pkix-crl")
+    # Short-lived caches only: a revocation must reach origins at their next fetch, not at nextUpdate.
+    response["Cache-Control"] = "public, max-age=60"
+    if authority.crl_this_update is not None:
+        response["Last-Modified"] = http_date(authority.crl_this_update.timestamp())
+    return response

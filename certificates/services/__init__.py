@@ -11,6 +11,7 @@ from certificates.services.allowlists import allowlist_get, allowlist_set
 from certificates.services.audit import Origin, audit
 from certificates.services.errors import (
     AdmissionError,
+    AuthorityUnavailableError,
     CloudflareUnavailableError,
     InvalidTransitionError,
     PolicyError,
@@ -32,6 +33,7 @@ from certificates.services.unknown_certificates import unknown_certificate_adopt
 
 __all__ = [
     "AdmissionError",
+    "AuthorityUnavailableError",
     "CloudflareUnavailableError",
     "InvalidTransitionError",
     "Origin",

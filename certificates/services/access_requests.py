@@ -34,7 +34,7 @@ def access_request_create(*, user: User, kind: str, note: str, origin: Origin) -
         refusal = admission_refusal(user)
         if refusal is None or not refusal.can_request:
             raise InvalidTransitionError(refusal.message if refusal else "Your account may issue certificates already.")
-    elif zone_room(get_zone_id()) > 0:
+    elif (room := zone_room(get_zone_id())) is None or room > 0:
         raise InvalidTransitionError("The zone has room: make your certificate, no request is needed.")
     with transaction.atomic():
         get_user_model().objects.select_for_update().filter(pk=user.pk).first()

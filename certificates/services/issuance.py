@@ -8,13 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from certificates.admission import admission_refusal, held_by, zone_lock, zone_room
+from certificates.admission import admission_refusal, zone_issuer, zone_lock, zone_room
 from certificates.cloudflare_client import get_cloudflare_client, get_zone_id
 from certificates.csr import CSRError, ValidatedCSR, public_key_sha256_of_certificate, validate_csr
 from certificates.enqueue import request_firewall_sync, request_reconcile
@@ -27,15 +26,15 @@ from certificates.services.errors import (
     CloudflareUnavailableError,
     PolicyError,
     QuotaError,
-    RateLimitedError,
     ServiceError,
     first_message,
 )
-from certificates.services.rates import count_of, in_words, period_in_words, seconds_until_allowed
+from certificates.services.quotas import lock_user_for_issuance, refuse_known_key
+from certificates.services.rates import in_words
+from certificates.services.signing import certificate_sign
 from cloudflare import errors as cf_errors
 from cloudflare.client import CloudflareClient
 from cloudflare.models import ClientCertificate
-from portal.env import Rate
 
 DOWNLOAD_FORMATS = frozenset({"key", "certificate", "pkcs12", "zip", "certificate_pem"})
 UNCONFIRMED_MESSAGE = (
@@ -56,6 +55,12 @@ def certificate_issue(*, user: User, csr: str, validity_days: int, name: str, or
     policy = get_policy()
     name = clean_name(name, what="certificate")
     validated = _validate_request(user=user, csr=csr, validity_days=validity_days, policy=policy)
+    authority = zone_issuer(get_zone_id())
+    if authority is not None:
+        # A portal CA signs here and now: no Cloudflare call, nothing in flight.
+        return certificate_sign(
+            user=user, validated=validated, validity_days=validity_days, name=name, authority=authority, origin=origin
+        )
     certificate = _reserve_slot(user=user, validated=validated, validity_days=validity_days, name=name, policy=policy)
     try:
         return _create_reserved(certificate, validated=validated, validity_days=validity_days, origin=origin)
@@ -128,26 +133,14 @@ def _reserve_slot(
 ) -> Certificate:
     zone_id = get_zone_id()
     with transaction.atomic():
-        # One issuance per user at a time, so two tabs cannot both pass the quota check.
-        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
-        _check_issue_rate(user=user)
-        held = held_by(user)
-        if held >= policy.max_active_per_user:
-            raise QuotaError(
-                f"You already have {held} active certificates, the most allowed. "
-                "Revoke one you no longer use on your dashboard, then try again."
-            )
+        lock_user_for_issuance(user=user, policy=policy)
         # Then one issuance per zone at a time (always after the user's lock, so the two never deadlock): the
         # zone's last free slot goes to one request, whoever else asks at the same moment.
         zone_lock(zone_id)
-        if zone_room(zone_id) <= 0:
+        room = zone_room(zone_id)
+        if room is not None and room <= 0:
             raise QuotaError(ZONE_FULL)
-        if (
-            Certificate.objects.filter(zone_id=zone_id, public_key_sha256=validated.public_key_sha256)
-            .exclude(status=Certificate.Status.FAILED)
-            .exists()
-        ):
-            raise PolicyError("A certificate for this key exists already. Make a new key for each certificate.")
+        refuse_known_key(zone_id=zone_id, validated=validated)
         return Certificate.objects.create(
             owner=user,
             name=name.strip(),
@@ -158,22 +151,6 @@ def _reserve_slot(
             key_type=validated.key_type.id,
             common_name=validated.common_name,
             validity_days=validity_days,
-        )
-
-
-def _check_issue_rate(*, user: User) -> None:
-    """Fair use: each Certificate row is one create call, so the user's rows made within the period are counted.
-
-    Runs with the user's row locked (_reserve_slot): two requests at once cannot both take the last one.
-    """
-    rate: Rate = settings.CERTIFICATE_ISSUE_RATE_LIMIT
-    # Certificates staff adopted (made outside the portal, so with no CSR) cost the user no create call.
-    wait = seconds_until_allowed(rate, Certificate.objects.filter(owner=user).exclude(csr=""))
-    if wait:
-        raise RateLimitedError(
-            f"You have requested {count_of(rate.count, 'certificate')} in the last {period_in_words(rate.period)}, "
-            f"the most allowed. Nothing was issued; try again in {in_words(wait)}.",
-            retry_after=wait,
         )
 
 

@@ -20,6 +20,7 @@ from certificates.cloudflare_client import get_cloudflare_client
 from certificates.models import AuditEvent, Certificate, UnknownCertificate
 from certificates.services.audit import Origin, audit
 from certificates.services.issuance import certificate_reconcile_unconfirmed, same_request
+from certificates.services.notifications import certificate_notify_owner
 from cloudflare.models import CertificateStatus, ClientCertificate
 
 logger = logging.getLogger(__name__)
@@ -98,25 +99,11 @@ def _apply_remote_status(row: Certificate, new: str, *, reason: str, unchanged_s
     audit(action, SYSTEM, certificate=row, old=old, new=new, detail={"source": reason})
     if action in (AuditEvent.Action.REVOKED, AuditEvent.Action.REACTIVATED):
         try:
-            _notify_owner(row, action)
+            certificate_notify_owner(row, action)
         except Exception:
             # The status is recorded and the firewall must still follow: a mail outage only costs the email.
             logger.exception("could not email the owner of certificate %s about %s", row.pk, action)
     return True
-
-
-def _notify_owner(row: Certificate, action: str) -> None:
-    owner = row.owner
-    if not owner.email:
-        return
-    context = {
-        "certificate": row,
-        "revoked": action == AuditEvent.Action.REVOKED,
-        "url": f"{settings.PORTAL_BASE_URL}{reverse('certificates:detail', args=[row.pk])}",
-    }
-    subject = f"Certificate “{row.name}” {'revoked' if context['revoked'] else 'reactivated'}"
-    body = render_to_string("certificates/email/status_changed.txt", context)
-    send_mail(subject, body, None, [owner.email])
 
 
 @dataclass

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from certificates.cloudflare_client import get_cloudflare_client
 from certificates.enqueue import request_firewall_sync, request_revocation_check
 from certificates.models import AuditEvent, Certificate
 from certificates.services.audit import Origin, audit
+from certificates.services.crls import crl_request_refresh
 from certificates.services.errors import (
     CloudflareUnavailableError,
     InvalidTransitionError,
     RateLimitedError,
     call_cloudflare,
 )
+from certificates.services.notifications import certificate_notify_owner
 from certificates.services.rates import count_of, in_words, period_in_words, seconds_until_allowed
 from cloudflare import errors as cf_errors
 from cloudflare.client import CloudflareClient
 from portal.env import Rate
+
+logger = logging.getLogger(__name__)
 
 
 def certificate_revoke(*, certificate: Certificate, origin: Origin, reason: str = "") -> Certificate:
@@ -28,6 +35,8 @@ def certificate_revoke(*, certificate: Certificate, origin: Origin, reason: str 
             f"A certificate that is {certificate.get_status_display().lower()} cannot be revoked."
         )
     _check_revoke_rate(certificate=certificate, origin=origin)
+    if certificate.authority_id is not None:
+        return _revoke_by_portal_ca(certificate, authority_id=certificate.authority_id, origin=origin, reason=reason)
     old = certificate.status
     client = get_cloudflare_client(wait_for_budget=False)
     try:
@@ -42,6 +51,35 @@ def certificate_revoke(*, certificate: Certificate, origin: Origin, reason: str 
         # the web deadline), so the user learns the outcome and the revocation keeps their reason.
         return _revocation_outcome(certificate, client=client, origin=origin, reason=reason, error=exc)
     return _record_revocation(certificate, expected=old, status=result.status.value, origin=origin, reason=reason)
+
+
+def _revoke_by_portal_ca(certificate: Certificate, *, authority_id: int, origin: Origin, reason: str) -> Certificate:
+    """The portal is the authority: revoked at once (no pending state), in the CRL, and blocked at the edge by the
+    deny rules of the sync queued here (Cloudflare checks no revocation for an uploaded CA, FACTS.md §3)."""
+    now = timezone.now()
+    with transaction.atomic():
+        revoked = Certificate.objects.filter(pk=certificate.pk, status__in=Certificate.REVOCABLE).update(
+            status=Certificate.Status.REVOKED, revoked_at=now, updated_at=now
+        )
+        certificate.refresh_from_db()
+        if not revoked:
+            return certificate  # revoked meanwhile by someone else
+        audit(
+            AuditEvent.Action.REVOKED,
+            origin,
+            certificate=certificate,
+            old=Certificate.Status.ACTIVE,
+            new=Certificate.Status.REVOKED,
+            detail={"reason": reason[:500]} if reason else {},
+        )
+        request_firewall_sync(certificate.zone_id)
+        crl_request_refresh(authority_ids=[authority_id])
+    try:
+        certificate_notify_owner(certificate, AuditEvent.Action.REVOKED)
+    except Exception:
+        # Revoked, and the rules and the CRL will follow: a mail outage only costs the email.
+        logger.exception("could not email the owner of certificate %s about its revocation", certificate.pk)
+    return certificate
 
 
 def _record_revocation(
@@ -108,8 +146,11 @@ def _check_revoke_rate(*, certificate: Certificate, origin: Origin) -> None:
     if origin.actor is None or origin.actor.pk != owner_id:
         return
     rate: Rate = settings.CERTIFICATE_REVOKE_RATE_LIMIT
+    # A portal CA revokes at once (REVOKED, by the owner); Cloudflare's managed CA first records the request.
     revocations = AuditEvent.objects.filter(
-        actor_id=owner_id, certificate__owner_id=owner_id, action=AuditEvent.Action.REVOCATION_REQUESTED
+        actor_id=owner_id,
+        certificate__owner_id=owner_id,
+        action__in=(AuditEvent.Action.REVOCATION_REQUESTED, AuditEvent.Action.REVOKED),
     )
     wait = seconds_until_allowed(rate, revocations)
     if wait:
@@ -125,6 +166,8 @@ def certificate_reactivate(*, certificate: Certificate, origin: Origin) -> Certi
     """Undo a revocation while Cloudflare still has it pending (FACTS.md §2)."""
     if not certificate.is_reactivatable:
         raise InvalidTransitionError("Only a certificate pending revocation can be reactivated.")
+    if certificate.authority_id is not None:  # never true today: a portal CA's revocation is never pending
+        raise InvalidTransitionError("A certificate revoked by a portal CA stays revoked; issue a new one.")
     result = call_cloudflare(
         lambda client: client.reactivate_client_certificate(certificate.zone_id, certificate.cloudflare_id)
     )

@@ -113,6 +113,7 @@ def test_the_beat_schedule_runs_every_periodic_task(settings):
         "certificates.tasks.poll_certificates",
         "certificates.tasks.reconcile_zone",
         "certificates.tasks.sync_all_firewalls",
+        "certificates.tasks.refresh_crls",
         "certificates.tasks.sweep_stuck",
         "certificates.tasks.send_expiry_reminders",
     }
