@@ -31,7 +31,7 @@ from certificates.cloudflare_client import get_zone_id
 from certificates.firewall.status import allowlist_status
 from certificates.models import Certificate
 from certificates.policy import KEY_TYPES, get_policy
-from certificates.views_helpers import origin_of, own_certificate
+from certificates.views_helpers import issuer_of, origin_of, own_certificate
 from portal.env import Rate
 from portal.outages import OUTAGE_MESSAGE, RETRY_AFTER_SECONDS
 
@@ -126,6 +126,14 @@ class CertificateIn(Schema):
     name: str = Field(max_length=100, description="what the certificate is for, e.g. the machine using it")
 
 
+class IssuerOut(Schema):
+    kind: str = Field(description='"cloudflare_managed" or "portal_ca"')
+    name: str
+    # Where origins get the CA and its CRL (a portal CA only; Cloudflare's managed CA is not downloadable).
+    ca_certificate_url: str | None
+    crl_url: str | None
+
+
 class CertificateOut(Schema):
     id: int
     name: str
@@ -138,10 +146,15 @@ class CertificateOut(Schema):
     issued_on: datetime | None
     expires_on: datetime | None
     detail_url: str
+    issuer: IssuerOut
 
     @staticmethod
     def resolve_certificate(obj: Certificate) -> str:
         return obj.certificate_pem
+
+    @staticmethod
+    def resolve_issuer(obj: Certificate) -> dict[str, Any]:
+        return issuer_of(obj)
 
     @staticmethod
     def resolve_detail_url(obj: Certificate) -> str:
@@ -166,7 +179,7 @@ class Message(Schema):
 
 @api.get("/certificates", response=CertificateList, summary="List your certificates")
 def list_certificates(request: AuthenticatedApiRequest) -> dict[str, Any]:
-    return {"items": list(Certificate.objects.filter(owner=request.auth))}
+    return {"items": list(Certificate.objects.filter(owner=request.auth).select_related("authority"))}
 
 
 @api.post(

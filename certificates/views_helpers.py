@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 
 from certificates.models import Certificate
 from certificates.services import Origin
@@ -47,3 +49,22 @@ def client_address(request: HttpRequest) -> str | None:
             except ValueError:
                 pass
     return request.META.get("REMOTE_ADDR") or None
+
+
+def issuer_of(certificate: Certificate) -> dict[str, Any]:
+    """Who signed the certificate, and where origins find that CA and its CRL: for the API and the pages."""
+    authority = certificate.authority
+    if authority is None:
+        return {
+            "kind": "cloudflare_managed",
+            "name": "Cloudflare managed CA",
+            "ca_certificate_url": None,
+            "crl_url": None,
+        }
+    base = settings.PORTAL_BASE_URL
+    return {
+        "kind": "portal_ca",
+        "name": authority.name,
+        "ca_certificate_url": base + reverse("certificates:authority_certificate", args=[authority.pk]),
+        "crl_url": base + reverse("certificates:crl", args=[authority.pk]),
+    }

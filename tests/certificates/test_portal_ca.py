@@ -15,6 +15,7 @@ from certificates import services
 from certificates.authority import keystore
 from certificates.models import AuditEvent, Certificate, CertificateAuthority, FirewallState, OwnerSerialTag, Zone
 from certificates.services.errors import AuthorityUnavailableError, InvalidTransitionError, PolicyError, QuotaError
+from tests.certificates.test_api import api, issue_via_api  # noqa: F401 (api is a fixture)
 from tests.support.pki import make_key, policy_csr
 from tests.support.portal_ca import ZONE, trusted_portal_ca
 
@@ -331,3 +332,31 @@ def test_an_admin_revoking_someone_elses_certificate_is_not_rate_limited(portal_
     with pytest.raises(RateLimitedError):
         services.certificate_revoke(certificate=second, origin=services.Origin(alice))
     assert services.certificate_revoke(certificate=second, origin=services.Origin(charlie)).status == "revoked"
+
+
+def test_the_api_issues_with_the_portal_ca_and_says_where_its_crl_is(portal_ca, api, alice, emulator, settings):
+    settings.PORTAL_BASE_URL = "https://portal.example.com"
+    response = issue_via_api(api, alice)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "active"
+    assert body["issuer"] == {
+        "kind": "portal_ca",
+        "name": portal_ca.name,
+        "ca_certificate_url": f"https://portal.example.com/pki/ca-{portal_ca.pk}.pem",
+        "crl_url": f"https://portal.example.com/pki/ca-{portal_ca.pk}.crl",
+    }
+    assert x509.load_pem_x509_certificate(body["certificate"].encode()).serial_number == int(body["serial_number"], 16)
+    assert emulator.request_log == []
+    listed = api.as_user(alice).get("/certificates").json()["items"]
+    assert [item["issuer"]["kind"] for item in listed] == ["portal_ca"]
+
+
+def test_a_managed_ca_certificate_says_so_and_has_no_crl(emulator, api, alice):
+    body = issue_via_api(api, alice).json()
+    assert body["issuer"] == {
+        "kind": "cloudflare_managed",
+        "name": "Cloudflare managed CA",
+        "ca_certificate_url": None,
+        "crl_url": None,
+    }
