@@ -23,15 +23,12 @@ from certificates.firewall.sync import firewall_sync
 from certificates.models import AuditEvent, Certificate
 from cloudflare.budget import CallBudget, LocalBudget, RedisBudget
 from portal.env import Rate
-from tests.certificates import test_api
-from tests.certificates.test_api import issue_via_api
 from tests.certificates.test_views import logged_in
+from tests.support.api import issue_via_api
 from tests.support.pki import policy_csr
 
 ZONE = "0" * 32
 BUDGET, RESERVED = 40, 10
-
-api = test_api.api  # the fixture that speaks to the API with a user's bearer token
 
 
 @pytest.fixture(params=["local", "redis"])

@@ -15,7 +15,7 @@ from certificates import services
 from certificates.authority import keystore
 from certificates.models import AuditEvent, Certificate, CertificateAuthority, FirewallState, OwnerSerialTag, Zone
 from certificates.services.errors import AuthorityUnavailableError, InvalidTransitionError, PolicyError, QuotaError
-from tests.certificates.test_api import api, issue_via_api  # noqa: F401 (api is a fixture)
+from tests.support.api import issue_via_api
 from tests.support.pki import make_key, policy_csr
 from tests.support.portal_ca import ZONE, trusted_portal_ca
 

@@ -328,7 +328,7 @@ def test_an_unexpected_answer_from_cloudflare_during_issuance_is_a_503_and_the_r
 ):
     """Not a 500: an error the code did not foresee may come after Cloudflare made the certificate."""
     from cloudflare import errors as cf_errors
-    from tests.certificates.test_api import token_for
+    from tests.support.api import token_for
 
     def unforeseen(*args, **kwargs):
         raise cf_errors.CloudflareError("an error the issuance code has no branch for")

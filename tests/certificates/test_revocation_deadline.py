@@ -156,7 +156,7 @@ def test_a_web_request_never_waits_on_cloudflare_with_a_workers_patience(emulato
     """After an ambiguous create, the request looks for the certificate with its own client (the web deadline),
     not a worker's (30 s timeouts, a minute's wait for the budget); the workers look further."""
     from certificates.services import issuance as services_module
-    from tests.certificates.test_api import token_for
+    from tests.support.api import token_for
 
     built: list[bool] = []
     real = services_module.get_cloudflare_client
