@@ -140,6 +140,13 @@ class Certificate(models.Model):
                 condition=~models.Q(cloudflare_id=""),
                 name="certificate_unique_cloudflare_id_per_zone",
             ),
+            # A CA never signs two certificates with one serial (RFC 5280 §4.1.2.2); 80 random bits make a clash
+            # unlikely, and this makes it impossible. It also serves the CRL's lookups by CA.
+            models.UniqueConstraint(
+                fields=("authority", "serial_number"),
+                condition=models.Q(authority__isnull=False),
+                name="certificate_unique_serial_per_authority",
+            ),
         ]
         indexes = [
             # The dashboard and quota checks: a user's certificates by status.

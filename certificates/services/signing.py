@@ -5,6 +5,8 @@ hostnames; the firewall sync that follows lets it through the portal's rules.
 
 from __future__ import annotations
 
+import logging
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -26,9 +28,15 @@ from certificates.services.authorities import authority_signing_key, zone_with_m
 from certificates.services.errors import AuthorityUnavailableError
 from certificates.services.quotas import lock_user_for_issuance, refuse_known_key
 
+logger = logging.getLogger(__name__)
+
+KEY_LOCKED = (
+    "Certificates cannot be issued right now: the portal CA's key cannot be unlocked (the operators must fix a "
+    "setting; the portal's log says which). Nothing was issued; try again later."
+)
 NOT_READY = (
-    "Certificates cannot be issued right now: the portal CA is not trusted by Cloudflare yet. Staff have been told; "
-    "try again later."
+    "Certificates cannot be issued right now: the portal CA is not trusted by Cloudflare yet (staff must upload it). "
+    "Nothing was issued; try again later."
 )
 
 
@@ -44,7 +52,11 @@ def certificate_sign(
     """Sign the validated CSR with the zone's portal CA and record the certificate, active at once."""
     if authority.status != CertificateAuthority.Status.TRUSTED:
         raise AuthorityUnavailableError(NOT_READY)
-    key = authority_signing_key(authority)  # before any lock: a missing setting refuses at once
+    try:
+        key = authority_signing_key(authority)  # before any lock: a missing setting refuses at once
+    except AuthorityUnavailableError as exc:
+        logger.error("portal CA %s cannot sign: %s", authority.pk, exc.message)  # for staff: names the setting
+        raise AuthorityUnavailableError(KEY_LOCKED) from None
     ca_certificate = pki.load_certificate(authority.certificate_pem)
     public_key = x509.load_pem_x509_csr(validated.pem.encode("ascii")).public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):

@@ -164,23 +164,26 @@ def test_a_bad_csr_gets_the_same_refusal_as_with_the_managed_ca(portal_ca, alice
     assert not Certificate.objects.exists()
 
 
-def test_without_the_encryption_key_issuance_refuses_clearly_and_records_nothing(portal_ca, alice, settings):
+def test_without_the_encryption_key_issuance_refuses_clearly_and_records_nothing(portal_ca, alice, settings, caplog):
     settings.PORTAL_CA_ENCRYPTION_KEY = ""
     keystore.forget_unlocked_keys()
-    with pytest.raises(AuthorityUnavailableError, match="PORTAL_CA_ENCRYPTION_KEY") as refused:
+    with pytest.raises(AuthorityUnavailableError, match="cannot be unlocked") as refused:
         issue(alice)
     assert refused.value.status_code == 503
-    assert portal_ca.encrypted_key not in str(refused.value)
+    assert "PORTAL_CA_ENCRYPTION_KEY" not in refused.value.message  # the user is told it is the operators' setting
+    assert "PORTAL_CA_ENCRYPTION_KEY" in caplog.text  # the operators are told which
+    assert portal_ca.encrypted_key not in caplog.text
     assert not Certificate.objects.exists()
 
 
-def test_with_the_wrong_encryption_key_issuance_refuses(portal_ca, alice, settings):
+def test_with_the_wrong_encryption_key_issuance_refuses(portal_ca, alice, settings, caplog):
     from cryptography.fernet import Fernet
 
     settings.PORTAL_CA_ENCRYPTION_KEY = Fernet.generate_key().decode()
     keystore.forget_unlocked_keys()
-    with pytest.raises(AuthorityUnavailableError, match="encrypted with another key"):
+    with pytest.raises(AuthorityUnavailableError, match="cannot be unlocked"):
         issue(alice)
+    assert "encrypted with another key" in caplog.text
 
 
 def test_an_old_encryption_key_kept_on_a_second_line_still_decrypts(portal_ca, alice, settings):
