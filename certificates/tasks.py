@@ -24,6 +24,7 @@ from certificates.enqueue import request_firewall_sync
 from certificates.models import Certificate, FirewallState
 from certificates.services import (
     Origin,
+    authorities,
     certificate_confirm_revocation,
     certificate_reconcile_unconfirmed,
     lifecycle,
@@ -206,3 +207,20 @@ def confirm_revocation(
         )
     except CloudflareError as exc:
         retry_or_raise(self, exc)
+
+
+@shared_task
+def send_rotation_notices() -> int:
+    """Queued when a portal CA stops being a zone's issuer: its certificates' owners are told to renew."""
+    return authorities.rotation_notices_send()
+
+
+@shared_task
+def retire_authorities() -> dict[str, Any]:
+    """Hourly: the rotation notices not sent yet, retired portal CAs removed once their last certificate is gone,
+    and a warning in the log for each CA about to expire."""
+    return {
+        "notices": authorities.rotation_notices_send(),
+        "removed": authorities.authorities_retire(),
+        "expiring": len(authorities.authorities_expiry_warnings()),
+    }
