@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.core import mail
+from django.test import Client
 from django.utils import timezone
 
 from certificates.authority import keystore, pki
@@ -31,6 +32,8 @@ from certificates.services import (
 from certificates.services.errors import AuthorityUnavailableError
 from certificates.tasks import retire_authorities
 from cloudflare import errors as cf_errors
+from tests.conftest import make_user
+from tests.support.accounts import signed_in
 from tests.support.contract import ContractValidator, Exchange
 
 ZONE = "0" * 32
@@ -614,3 +617,177 @@ def test_check_deploy_warns_when_a_ca_exists_without_the_encryption_key(db, sett
     assert warning.id == "portal.W002"
     assert "PORTAL_CA_ENCRYPTION_KEY" in warning.msg
     assert "PORTAL_CA_ENCRYPTION_KEY_FILE" in warning.hint
+
+
+# -- the admin ------------------------------------------------------------------------------------------------
+
+CHANGELIST = "/admin/certificates/certificateauthority/"
+
+
+def admin_url(action: str, ca: CertificateAuthority | None = None) -> str:
+    return f"{CHANGELIST}{ca.pk}/{action}/" if ca else f"{CHANGELIST}{action}/"
+
+
+@pytest.fixture
+def staff(charlie, cloudflare):
+    return signed_in(charlie)
+
+
+def key_lines(key) -> list[str]:
+    """The base64 lines of the key's PEM: what would show if any part of the key leaked into a page."""
+    return [line for line in key_pem(key).splitlines() if not line.startswith("-----")]
+
+
+def test_the_admin_creates_a_ca_and_never_shows_its_key(staff):
+    form = staff.get(admin_url("add"))
+    assert form.status_code == 200
+    assert b"EC P-384" in form.content
+
+    created = staff.post(
+        admin_url("add"), {"name": "API clients 2027", "algorithm": "ec-p384", "validity_days": "1825"}, follow=True
+    )
+
+    ca = CertificateAuthority.objects.get()
+    assert ca.key_algorithm == "ec-p384"
+    assert created.redirect_chain[-1][0] == f"{CHANGELIST}{ca.pk}/change/"
+    assert b"is stored encrypted" in created.content
+    history = staff.get(f"{CHANGELIST}{ca.pk}/history/")
+    for page in (created, history, staff.get(CHANGELIST)):
+        assert page.status_code == 200
+        assert ca.encrypted_key.encode() not in page.content
+        for line in key_lines(authorities.authority_signing_key(ca)):
+            assert line.encode() not in page.content
+
+
+def test_the_admin_imports_a_ca_and_a_refused_key_is_not_sent_back(staff, company_pki):
+    root, _root_key, intermediate, intermediate_key = company_pki
+    chain, wrong_key = pem(intermediate, root), ec.generate_private_key(ec.SECP256R1())
+
+    refused = staff.post(admin_url("import"), {"name": "Company", "chain_pem": chain, "key_pem": key_pem(wrong_key)})
+    unreadable = staff.post(
+        admin_url("import"),
+        {"name": "Company", "chain_pem": chain, "key_pem": key_pem(intermediate_key), "password": "pw-0f-the-key"},
+    )
+
+    assert b"does not belong to the first certificate" in refused.content
+    assert b"its password if it is encrypted" in unreadable.content
+    assert not CertificateAuthority.objects.exists()
+    for line in key_lines(wrong_key):
+        assert line.encode() not in refused.content
+    for line in key_lines(intermediate_key):
+        assert line.encode() not in unreadable.content
+    assert b"pw-0f-the-key" not in unreadable.content
+
+    imported = staff.post(
+        admin_url("import"),
+        {"name": "Company", "chain_pem": pem(intermediate, root), "key_pem": key_pem(intermediate_key)},
+        follow=True,
+    )
+    ca = CertificateAuthority.objects.get()
+    assert ca.imported
+    for line in key_lines(intermediate_key):
+        assert line.encode() not in imported.content
+
+
+def test_the_admin_uploads_makes_issuer_and_switches_back(staff):
+    ca = make_ca()
+
+    confirm = staff.get(admin_url("upload", ca))
+    assert b"Upload and associate" in confirm.content
+    assert CertificateAuthority.objects.get().status == CertificateAuthority.Status.CREATED  # a GET changes nothing
+
+    uploaded = staff.post(admin_url("upload", ca), follow=True)
+    ca.refresh_from_db()
+    assert ca.status == CertificateAuthority.Status.TRUSTED
+    assert b"is uploaded and associated with api.example.com, api2.example.com" in uploaded.content
+    assert b"Make issuer of the zone" in uploaded.content
+
+    made = staff.post(admin_url("issuer", ca), follow=True)
+    assert Zone.objects.get(zone_id=ZONE).issuer == ca
+    assert b"now issues with the portal CA" in made.content
+    assert f'<td class="field-issuer_of">{ZONE}</td>'.encode() in staff.get(CHANGELIST).content
+
+    staff.post(admin_url("managed"), follow=True)
+    assert Zone.objects.get(zone_id=ZONE).issuer is None
+
+
+def test_the_admin_shows_a_refusal_as_a_message(staff):
+    ca = make_ca()
+
+    answer = staff.post(admin_url("issuer", ca), follow=True)
+
+    assert b"Upload it and associate the API hostnames first" in answer.content
+    assert not Zone.objects.filter(issuer__isnull=False).exists()
+
+
+def test_the_admin_removes_after_asking_and_only_forced_while_certificates_are_in_use(staff, alice):
+    ca = trusted_ca()
+    certificate_of(alice, ca)
+
+    confirm = staff.get(admin_url("remove", ca))
+    assert b"1 certificate it signed is still in use" in confirm.content
+    assert b'name="force"' in confirm.content
+
+    staff.post(admin_url("remove", ca), follow=True)
+    ca.refresh_from_db()
+    assert ca.status == CertificateAuthority.Status.TRUSTED
+
+    staff.post(admin_url("remove", ca), {"force": "on"}, follow=True)
+    ca.refresh_from_db()
+    assert ca.status == CertificateAuthority.Status.REMOVED
+    assert uploads() == []
+
+
+def test_the_upload_action_of_the_list(staff):
+    first, second = make_ca("one"), make_ca("two")
+
+    answer = staff.post(
+        CHANGELIST, {"action": "upload_selected", "_selected_action": [first.pk, second.pk]}, follow=True
+    )
+
+    assert b"2 portal CAs uploaded" in answer.content
+    assert set(CertificateAuthority.objects.values_list("status", flat=True)) == {"trusted"}
+
+
+def test_the_admins_actions_need_csrf(staff):
+    ca = make_ca()
+    client = Client(enforce_csrf_checks=True)
+    client.cookies = staff.cookies  # the staff member's session, from a page that sends no CSRF token
+
+    refused = client.post(admin_url("upload", ca))
+
+    assert refused.status_code == 403
+    assert b"CSRF" in refused.content
+    ca.refresh_from_db()
+    assert ca.status == CertificateAuthority.Status.CREATED
+
+
+def test_staff_who_may_only_view_cannot_change_a_ca(cloudflare):
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+    from django.contrib.auth.models import Permission
+
+    viewer = make_user("viewer")
+    viewer.is_staff = True
+    viewer.save()
+    viewer.user_permissions.add(Permission.objects.get(codename="view_certificateauthority"))
+    TOTP.activate(viewer, generate_totp_secret())
+    client = signed_in(viewer)
+    ca = make_ca()
+
+    assert client.get(CHANGELIST).status_code == 200
+    assert client.post(admin_url("upload", ca)).status_code == 403
+    assert client.post(admin_url("managed")).status_code == 403
+    assert client.get(admin_url("add")).status_code == 403
+    ca.refresh_from_db()
+    assert ca.status == CertificateAuthority.Status.CREATED
+
+
+def test_users_cannot_reach_the_ca_admin(alice, cloudflare):
+    ca = make_ca()
+    client = signed_in(alice)
+
+    for url in (CHANGELIST, admin_url("add"), admin_url("import")):
+        assert client.get(url).status_code == 302
+    assert client.post(admin_url("upload", ca)).status_code == 302
+    ca.refresh_from_db()
+    assert ca.status == CertificateAuthority.Status.CREATED
