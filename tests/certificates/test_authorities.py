@@ -11,9 +11,7 @@ from dataclasses import dataclass
 import pytest
 from cryptography import x509
 from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from django.core import mail
 from django.test import Client
 from django.utils import timezone
@@ -34,6 +32,7 @@ from certificates.tasks import retire_authorities
 from cloudflare import errors as cf_errors
 from tests.conftest import make_user
 from tests.support.accounts import signed_in
+from tests.support.ca_pki import company_pki, key_lines, key_pem, pem, signed
 from tests.support.contract import ContractValidator, Exchange
 
 ZONE = "0" * 32
@@ -66,6 +65,11 @@ def cloudflare(emulator, settings, db):
 
     get_emulator_session(emulator).hooks["response"].append(check)
     return sent
+
+
+@pytest.fixture
+def company():
+    return company_pki()
 
 
 def make_ca(name: str = "Portal CA", *, validity_days: int = 3650) -> CertificateAuthority:
@@ -103,55 +107,6 @@ def certificate_of(owner, ca: CertificateAuthority | None, *, name: str = "box",
         **fields,
     }
     return Certificate.objects.create(**values)
-
-
-# -- certificates and keys for import ---------------------------------------------------------------------------
-
-
-def name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def signed(
-    subject: str,
-    *,
-    key,
-    issuer: x509.Certificate | None = None,
-    issuer_key=None,
-    ca: bool = True,
-    days: tuple[int, int] = (-1, 365),
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name(subject))
-        .issuer_name(issuer.subject if issuer else name(subject))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now + datetime.timedelta(days=days[0]))
-        .not_valid_after(now + datetime.timedelta(days=days[1]))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-    return builder.sign(issuer_key or key, hashes.SHA256())
-
-
-def pem(*certificates: x509.Certificate) -> str:
-    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certificates)
-
-
-def key_pem(key, password: bytes | None = None) -> str:
-    encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption).decode()
-
-
-@pytest.fixture
-def company_pki():
-    """A company's root and the intermediate it dedicates to the portal."""
-    root_key, intermediate_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP256R1())
-    root = signed("Example Root", key=root_key)
-    intermediate = signed("Example API clients", key=intermediate_key, issuer=root, issuer_key=root_key)
-    return root, root_key, intermediate, intermediate_key
 
 
 # -- create and import ----------------------------------------------------------------------------------------
@@ -201,8 +156,8 @@ def test_a_key_stored_with_another_encryption_key_is_refused_not_guessed(db, set
         authorities.authority_signing_key(ca)
 
 
-def test_it_imports_an_intermediate_with_its_chain(db, company_pki):
-    root, _root_key, intermediate, intermediate_key = company_pki
+def test_it_imports_an_intermediate_with_its_chain(db, company):
+    root, intermediate, intermediate_key = company.root, company.intermediate, company.intermediate_key
 
     ca = authorities.authority_import(
         name="Company PKI", chain_pem=pem(intermediate, root), key_pem=key_pem(intermediate_key), origin=CONSOLE
@@ -216,8 +171,8 @@ def test_it_imports_an_intermediate_with_its_chain(db, company_pki):
     assert AuditEvent.objects.filter(action=AuditEvent.Action.CA_IMPORTED).count() == 1
 
 
-def test_it_imports_a_key_encrypted_with_a_password_and_refuses_a_wrong_one(db, company_pki):
-    root, _root_key, intermediate, intermediate_key = company_pki
+def test_it_imports_a_key_encrypted_with_a_password_and_refuses_a_wrong_one(db, company):
+    root, intermediate, intermediate_key = company.root, company.intermediate, company.intermediate_key
     encrypted = key_pem(intermediate_key, b"s3cret pass")
 
     with pytest.raises(PolicyError, match="its password"):
@@ -242,8 +197,8 @@ def test_it_imports_a_key_encrypted_with_a_password_and_refuses_a_wrong_one(db, 
         ("chain out of order", "not signed by the next certificate"),
     ],
 )
-def test_it_refuses_an_import_that_cannot_serve_and_stores_nothing(db, company_pki, case, refusal):
-    root, root_key, intermediate, intermediate_key = company_pki
+def test_it_refuses_an_import_that_cannot_serve_and_stores_nothing(db, company, case, refusal):
+    root, intermediate, intermediate_key = company.root, company.intermediate, company.intermediate_key
     chain, key = pem(intermediate, root), key_pem(intermediate_key)
     if case == "leaf":
         leaf_key = ec.generate_private_key(ec.SECP256R1())
@@ -252,7 +207,7 @@ def test_it_refuses_an_import_that_cannot_serve_and_stores_nothing(db, company_p
     elif case == "other key":
         key = key_pem(ec.generate_private_key(ec.SECP256R1()))
     elif case == "expired":
-        old = signed("Old clients", key=intermediate_key, issuer=root, issuer_key=root_key, days=(-400, -35))
+        old = signed("Old clients", key=intermediate_key, issuer=root, issuer_key=company.root_key, days=(-400, -35))
         chain = pem(old, root)
     else:
         chain = pem(intermediate, signed("Another root", key=ec.generate_private_key(ec.SECP256R1())))
@@ -633,11 +588,6 @@ def staff(charlie, cloudflare):
     return signed_in(charlie)
 
 
-def key_lines(key) -> list[str]:
-    """The base64 lines of the key's PEM: what would show if any part of the key leaked into a page."""
-    return [line for line in key_pem(key).splitlines() if not line.startswith("-----")]
-
-
 def test_the_admin_creates_a_ca_and_never_shows_its_key(staff):
     form = staff.get(admin_url("add"))
     assert form.status_code == 200
@@ -659,8 +609,8 @@ def test_the_admin_creates_a_ca_and_never_shows_its_key(staff):
             assert line.encode() not in page.content
 
 
-def test_the_admin_imports_a_ca_and_a_refused_key_is_not_sent_back(staff, company_pki):
-    root, _root_key, intermediate, intermediate_key = company_pki
+def test_the_admin_imports_a_ca_and_a_refused_key_is_not_sent_back(staff, company):
+    root, intermediate, intermediate_key = company.root, company.intermediate, company.intermediate_key
     chain, wrong_key = pem(intermediate, root), ec.generate_private_key(ec.SECP256R1())
 
     refused = staff.post(admin_url("import"), {"name": "Company", "chain_pem": chain, "key_pem": key_pem(wrong_key)})
