@@ -7,13 +7,15 @@ rotation (owners told to renew, retired CAs removed once their last certificate 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
 from django.conf import settings
+from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
@@ -139,6 +141,8 @@ UPLOAD_UNKNOWN = (
     "The upload may have reached Cloudflare, but no answer came and the account's list does not show it (yet). "
     "Nothing was recorded. Try again in a minute: the portal looks for an earlier upload before uploading again."
 )
+# Longer than an upload or a removal can take (a worker waits up to a minute for the call budget, then 3 calls).
+CHANGE_LOCK_SECONDS = 300
 # Certificates that may still be used at the edge (and so stop working when their CA is removed).
 IN_USE = Certificate.HOLDS_A_SLOT
 
@@ -165,19 +169,21 @@ def authority_upload(
     _check_valid(ca, now, doing="upload")
     account_id = _account_id()
     client = get_cloudflare_client(wait_for_budget=not interactive)
-    with _at_cloudflare("upload the CA"):
-        cloudflare_id = _existing_upload(client, account_id, ca) or _upload(client, account_id, ca)
-    uploaded = cloudflare_id != ca.cloudflare_id
-    ca = _record_upload(ca, cloudflare_id, now)
-    with _at_cloudflare("associate the API hostnames with the CA"):
-        client.put_hostname_associations(get_zone_id(), _api_hostnames(), mtls_certificate_id=cloudflare_id)
-    with transaction.atomic():
-        trusted = CertificateAuthority.objects.filter(
-            pk=ca.pk, cloudflare_id=cloudflare_id, status=CertificateAuthority.Status.CREATED
-        ).update(status=CertificateAuthority.Status.TRUSTED, updated_at=now)
-        if trusted or uploaded:
-            audit(AuditEvent.Action.CA_UPLOADED, origin, detail={**_described(ca), "hostnames": _api_hostnames()})
-            request_firewall_sync(get_zone_id())
+    with _one_change_at_a_time(ca):
+        with _at_cloudflare("upload the CA"):
+            cloudflare_id = _existing_upload(client, account_id, ca) or _upload(client, account_id, ca)
+            uploaded = cloudflare_id != ca.cloudflare_id
+            ca = _record_upload(ca, cloudflare_id, now)
+        with _at_cloudflare("associate the API hostnames with the CA"):
+            client.put_hostname_associations(get_zone_id(), _api_hostnames(), mtls_certificate_id=cloudflare_id)
+        with transaction.atomic():
+            trusted = CertificateAuthority.objects.filter(
+                pk=ca.pk, cloudflare_id=cloudflare_id, status=CertificateAuthority.Status.CREATED
+            ).update(status=CertificateAuthority.Status.TRUSTED, updated_at=now)
+            if trusted or uploaded:
+                detail = {**_described(ca), "hostnames": _api_hostnames()}
+                audit(AuditEvent.Action.CA_UPLOADED, origin, detail=detail)
+                request_firewall_sync(get_zone_id())
     ca.refresh_from_db()
     return ca
 
@@ -195,13 +201,37 @@ def authority_remove(
     ca = _fresh(authority)
     if ca.status == CertificateAuthority.Status.REMOVED:
         raise InvalidTransitionError(f"The portal CA “{ca.name}” is removed from Cloudflare already.")
+    with _one_change_at_a_time(ca):
+        now = timezone.now()
+        in_use = _check_can_be_removed(ca, now=now, force=force)
+        account_id = _account_id()
+        client = get_cloudflare_client(wait_for_budget=not interactive)
+        with _at_cloudflare("remove the CA from Cloudflare"):
+            cloudflare_id = ca.cloudflare_id or _existing_upload(client, account_id, ca)
+            if cloudflare_id:
+                _forget_upload(client, account_id, cloudflare_id)
+        with transaction.atomic():
+            removed = (
+                CertificateAuthority.objects.filter(pk=ca.pk)
+                .exclude(status=CertificateAuthority.Status.REMOVED)
+                .update(status=CertificateAuthority.Status.REMOVED, updated_at=now)
+            )
+            if removed:
+                detail = {**_described(ca), "cloudflare_id": cloudflare_id or "", "forced": force, "in_use": in_use}
+                audit(AuditEvent.Action.CA_REMOVED, origin, detail=detail)
+                request_firewall_sync(get_zone_id())
+    ca.refresh_from_db()
+    return ca
+
+
+def _check_can_be_removed(ca: CertificateAuthority, *, now: datetime, force: bool) -> int:
+    """Refuses while the CA issues for a zone or, unless forced, signed certificates still in use; returns those."""
     zones = list(ca.zones.values_list("zone_id", flat=True))
     if zones:
         raise InvalidTransitionError(
             f"The portal CA “{ca.name}” issues the certificates of zone {', '.join(zones)}: make another CA (or "
             "Cloudflare's managed CA) the zone's issuer first."
         )
-    now = timezone.now()
     in_use = authority_certificates_in_use(ca, now=now).count()
     if in_use and not force:
         raise InvalidTransitionError(
@@ -210,24 +240,7 @@ def authority_remove(
             "Wait until their owners have renewed them (they are emailed) or they expire, or remove it anyway "
             "(force) if they must stop working now."
         )
-    account_id = _account_id()
-    client = get_cloudflare_client(wait_for_budget=not interactive)
-    with _at_cloudflare("remove the CA from Cloudflare"):
-        cloudflare_id = ca.cloudflare_id or _existing_upload(client, account_id, ca)
-        if cloudflare_id:
-            _forget_upload(client, account_id, cloudflare_id)
-    with transaction.atomic():
-        removed = (
-            CertificateAuthority.objects.filter(pk=ca.pk)
-            .exclude(status=CertificateAuthority.Status.REMOVED)
-            .update(status=CertificateAuthority.Status.REMOVED, updated_at=now)
-        )
-        if removed:
-            detail = {**_described(ca), "cloudflare_id": cloudflare_id or "", "forced": force, "in_use": in_use}
-            audit(AuditEvent.Action.CA_REMOVED, origin, detail=detail)
-            request_firewall_sync(get_zone_id())
-    ca.refresh_from_db()
-    return ca
+    return in_use
 
 
 def authority_certificates_in_use(ca: CertificateAuthority, *, now: datetime) -> QuerySet[Certificate]:
@@ -335,6 +348,25 @@ def _as_int(text: str, base: int) -> int | None:
         return None
 
 
+@contextmanager
+def _one_change_at_a_time(ca: CertificateAuthority) -> Iterator[None]:
+    """One upload, removal or switch of issuer of a CA at a time. Two uploads at once (a double click, the admin and
+    a command) would both find nothing listed and both upload; a CA made the issuer while its removal is under way
+    would issue certificates nothing verifies. The second is refused until the first is done. The lock lives in the
+    cache, which every process shares through Redis (REDIS_URL); it expires on its own if its holder dies."""
+    key, holder = f"authority-change:{ca.pk}", secrets.token_hex(8)
+    if not cache.add(key, holder, timeout=CHANGE_LOCK_SECONDS):
+        raise InvalidTransitionError(
+            f"The portal CA “{ca.name}” is being uploaded, removed or made an issuer right now; look at it again "
+            "in a minute."
+        )
+    try:
+        yield
+    finally:
+        if cache.get(key) == holder:
+            cache.delete(key)
+
+
 def _upload(client: CloudflareClient, account_id: str, ca: CertificateAuthority) -> str:
     # Only the issuing CA is uploaded, not its chain (FACTS.md §3: upload the issuing CA; bundles have tripped
     # other tools, FACTS.md §13.9).
@@ -416,7 +448,7 @@ def zone_set_issuer(*, zone_id: str, authority: CertificateAuthority | None, ori
     """
     now = timezone.now()
     notes = _issuer_notes(authority, zone_id=zone_id, now=now)
-    with transaction.atomic():
+    with _one_change_at_a_time(authority) if authority is not None else nullcontext(), transaction.atomic():
         zone = Zone.objects.select_for_update().get(pk=zone_with_marker(zone_id).pk)
         new = None
         if authority is not None:

@@ -330,6 +330,28 @@ def test_a_failed_upload_not_listed_records_nothing_and_the_next_try_uploads_onc
     assert len(uploads()) == 1
 
 
+def test_one_change_of_a_ca_at_a_time(cloudflare):
+    from django.core.cache import cache
+
+    ca = trusted_ca()
+    cloudflare.clear()
+    cache.add(f"authority-change:{ca.pk}", "another process", timeout=60)  # say, an upload under way
+
+    for change in (
+        lambda: authorities.authority_upload(authority=ca, origin=CONSOLE),
+        lambda: authorities.authority_remove(authority=ca, origin=CONSOLE),
+        lambda: authorities.zone_set_issuer(zone_id=ZONE, authority=ca, origin=CONSOLE),
+    ):
+        with pytest.raises(InvalidTransitionError, match="right now"):
+            change()
+
+    assert cloudflare == []
+    assert not Zone.objects.filter(issuer=ca).exists()
+    assert cache.get(f"authority-change:{ca.pk}") == "another process"  # the holder's lock is left alone
+    cache.delete(f"authority-change:{ca.pk}")
+    assert authorities.authority_remove(authority=ca, origin=CONSOLE).status == CertificateAuthority.Status.REMOVED
+
+
 def test_a_removed_ca_is_never_uploaded_again(cloudflare):
     ca = authorities.authority_remove(authority=trusted_ca(), origin=CONSOLE)
 
