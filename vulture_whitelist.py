@@ -15,16 +15,22 @@ search_fields
 list_select_related
 actions
 readonly_fields
+fields
+add_view  # ModelAdmin's add page, replaced by the portal CA's creation form
+format_value  # forms.Widget hook: SecretTextarea never renders the submitted key back
 
 # certificates/api.py: django-ninja: the auth class hook and the schema resolvers it calls by name
 _.authenticate
 detail_url
 _.resolve_certificate
 _.resolve_detail_url
+_.resolve_issuer
+ca_certificate_url
 
 # certificates/apps.py: AppConfig (INSTALLED_APPS), ready() imports the signal receivers
 CertificatesConfig
 verbose_name
+verbose_name_plural
 _.ready
 signals
 
@@ -83,6 +89,7 @@ PortalConfig
 
 # portal/checks.py: referenced from settings (dotted paths) or called by the framework
 check_base_url
+check_ca_encryption_key
 app_configs
 
 # portal/context_processors.py: referenced from settings (dotted paths) or called by the framework

@@ -1,6 +1,6 @@
 """Django admin: certificates (revoke with a reason, reactivate while pending), certificates made outside the
-portal (adopt for a user, or revoke), tokens, the audit log, and the queue of access requests (admission, room
-in a full zone)."""
+portal (adopt for a user, or revoke), portal CAs (create, import, upload, make issuer, remove), tokens, the audit
+log, and the queue of access requests (admission, room in a full zone)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,33 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.db.models import Model, QuerySet
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 
 from certificates import admission, services
-from certificates.models import AccessRequest, AllowlistEntry, ApiToken, AuditEvent, Certificate, UnknownCertificate
+from certificates.authority import pki
+from certificates.cloudflare_client import get_zone_id
+from certificates.models import (
+    AccessRequest,
+    AllowlistEntry,
+    ApiToken,
+    AuditEvent,
+    Certificate,
+    CertificateAuthority,
+    UnknownCertificate,
+    Zone,
+)
+from certificates.services import authorities
 from certificates.views_helpers import origin_of
 
 _M = TypeVar("_M", bound=Model)
@@ -61,7 +79,9 @@ class RevokeForm(forms.Form):
 
 
 class ServiceActionsAdmin(admin.ModelAdmin[_M]):
-    """Actions that call a service for each selected certificate, then report what succeeded and each refusal."""
+    """Actions that call a service for each selected row, then report what succeeded and each refusal."""
+
+    noun = "certificate"
 
     def describe(self, obj: _M) -> str:
         return str(obj)
@@ -76,7 +96,7 @@ class ServiceActionsAdmin(admin.ModelAdmin[_M]):
                 failures.append(f"{self.describe(obj)}: {exc.message}")
         if succeeded:
             self.message_user(
-                request, f"{succeeded} certificate{'s' if succeeded != 1 else ''} {done}.", messages.SUCCESS
+                request, f"{succeeded} {self.noun}{'s' if succeeded != 1 else ''} {done}.", messages.SUCCESS
             )
         for failure in failures:
             self.message_user(request, failure, messages.ERROR)
@@ -368,3 +388,383 @@ class AccessRequestAdmin(admin.ModelAdmin[AccessRequest]):
         self.message_user(request, f"{decided} request{'s' if decided != 1 else ''} {verb}; the users are emailed.")
         if decided < queryset.count():
             self.message_user(request, "Requests decided before were left as they were.", messages.WARNING)
+
+
+# -- Portal CAs (README, "Issuers") ---------------------------------------------------------------------------
+
+
+class AuthorityCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="The CA's common name, e.g. “Example API clients 2027”.")
+    algorithm = forms.ChoiceField(
+        choices=list(pki.ALGORITHMS.items()), initial=pki.DEFAULT_ALGORITHM, label="Key algorithm"
+    )
+    validity_days = forms.IntegerField(
+        min_value=pki.MIN_CA_VALIDITY_DAYS,
+        max_value=pki.MAX_CA_VALIDITY_DAYS,
+        initial=authorities.DEFAULT_VALIDITY_DAYS,
+        help_text="Every certificate it signs ends by then at the latest; plan its successor well before.",
+    )
+
+
+class SecretTextarea(forms.Textarea):
+    """Never renders a submitted value back: a form shown again after an error asks for the key again, so the key
+    is in no page the portal sends."""
+
+    def format_value(self, value: Any) -> None:
+        return None
+
+
+class AuthorityImportForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    chain_pem = forms.CharField(
+        label="CA certificate and chain (PEM)",
+        widget=forms.Textarea(attrs={"rows": 8, "cols": 70}),
+        help_text="The issuing CA first, then the certificates above it. Use an intermediate dedicated to the portal.",
+    )
+    key_pem = forms.CharField(
+        label="The CA's private key (PEM)",
+        strip=False,
+        widget=SecretTextarea(attrs={"rows": 8, "cols": 70, "autocomplete": "off"}),
+        help_text="Stored encrypted with PORTAL_CA_ENCRYPTION_KEY and never shown again.",
+    )
+    password = forms.CharField(
+        label="Password of the key, if it is encrypted", required=False, strip=False, widget=forms.PasswordInput
+    )
+
+
+IMPORT_TITLE = "Import a CA (an intermediate and its key)"
+
+
+class AuthorityRemoveForm(forms.Form):
+    force = forms.BooleanField(
+        required=False,
+        label="Remove it anyway: its certificates still in use stop working at the edge at once",
+    )
+
+
+@admin.register(CertificateAuthority)
+class CertificateAuthorityAdmin(ServiceActionsAdmin[CertificateAuthority]):
+    """Portal CAs: made or imported here, uploaded to the Cloudflare account with the API hostnames associated,
+    made the zone's issuer, and removed. The private key is never among the fields: no page shows it."""
+
+    noun = "portal CA"
+    list_display = (
+        "name",
+        "status",
+        "key_algorithm",
+        "subject_key_identifier",
+        "not_after",
+        "certificates_in_use",
+        "issuer_of",
+    )
+    list_filter = ("status",)
+    search_fields = ("name", "subject_key_identifier", "cloudflare_id")
+    actions = ("upload_selected",)
+    # Every field but the encrypted key and the CRL's bytes, all read-only: the services change CAs.
+    fields = (
+        "name",
+        "status",
+        "key_algorithm",
+        "imported",
+        "subject",
+        "subject_key_identifier",
+        "not_before",
+        "not_after",
+        "cloudflare_id",
+        "certificate_pem",
+        "chain_pem",
+        "crl_number",
+        "crl_this_update",
+        "crl_next_update",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CertificateAuthority]:
+        now = timezone.now()
+        in_use = Q(certificates__status__in=authorities.IN_USE) & (
+            Q(certificates__expires_on__isnull=True) | Q(certificates__expires_on__gt=now)
+        )
+        queryset = super().get_queryset(request).annotate(in_use=Count("certificates", filter=in_use))
+        return queryset.prefetch_related("zones")
+
+    @admin.display(description="certificates in use", ordering="in_use")
+    def certificates_in_use(self, obj: CertificateAuthority) -> int:
+        return int(getattr(obj, "in_use", 0))
+
+    @admin.display(description="issuer of zone")
+    def issuer_of(self, obj: CertificateAuthority) -> str:
+        return ", ".join(zone.zone_id for zone in obj.zones.all()) or "-"
+
+    def has_change_permission(self, request: HttpRequest, obj: CertificateAuthority | None = None) -> bool:
+        return False  # the services change CAs, through the buttons and actions below
+
+    def has_delete_permission(self, request: HttpRequest, obj: CertificateAuthority | None = None) -> bool:
+        return False  # certificates point to it, and the audit log; "remove from Cloudflare" instead
+
+    def has_manage_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("certificates.change_certificateauthority")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        zone = Zone.objects.filter(zone_id=get_zone_id()).select_related("issuer").first()
+        issuer = authorities.issuer_name(zone.issuer if zone else None)
+        subtitle = f"New certificates of zone {get_zone_id()} are signed by {issuer}."
+        context = {"subtitle": subtitle, "can_manage": self.has_manage_permission(request)}
+        return super().changelist_view(request, {**(extra_context or {}), **context})
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        context = {"can_manage": self.has_manage_permission(request)}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **context})
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        prefix = "certificates_certificateauthority"
+        return [
+            path("import/", view(self.import_view), name=f"{prefix}_import"),
+            path("managed/", view(self.managed_view), name=f"{prefix}_managed"),
+            path("<int:pk>/upload/", view(self.upload_view), name=f"{prefix}_upload"),
+            path("<int:pk>/issuer/", view(self.issuer_view), name=f"{prefix}_issuer"),
+            path("<int:pk>/remove/", view(self.remove_view), name=f"{prefix}_remove"),
+            *super().get_urls(),
+        ]
+
+    # -- making and importing --------------------------------------------------------------------------------
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = AuthorityCreateForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            data = form.cleaned_data
+            return self._made(
+                request,
+                form,
+                lambda: authorities.authority_create(
+                    name=data["name"],
+                    algorithm=data["algorithm"],
+                    validity_days=data["validity_days"],
+                    origin=origin_of(request),
+                ),
+                done="created",
+                page=("Create a portal CA", "Create"),
+            )
+        return self._form_page(request, form, title="Create a portal CA", submit="Create")
+
+    @method_decorator(sensitive_post_parameters("key_pem", "password"))
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = AuthorityImportForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            data = form.cleaned_data
+            return self._made(
+                request,
+                form,
+                lambda: authorities.authority_import(
+                    name=data["name"],
+                    chain_pem=data["chain_pem"],
+                    key_pem=data["key_pem"],
+                    password=data["password"],
+                    origin=origin_of(request),
+                ),
+                done="imported",
+                page=(IMPORT_TITLE, "Import"),
+            )
+        return self._form_page(request, form, title=IMPORT_TITLE, submit="Import")
+
+    def _made(
+        self,
+        request: HttpRequest,
+        form: forms.Form,
+        make: Callable[[], CertificateAuthority],
+        *,
+        done: str,
+        page: tuple[str, str],
+    ) -> HttpResponse:
+        try:
+            ca = make()
+        except services.ServiceError as exc:
+            form.add_error(None, exc.message)
+            title, submit = page
+            return self._form_page(request, form, title=title, submit=submit)
+        self.log_addition(request, ca, f"Portal CA {done}.")  # the history names the action, never the key
+        self.message_user(
+            request,
+            f"Portal CA “{ca.name}” {done} (SKI {ca.subject_key_identifier}); its private key is stored encrypted "
+            "and never shown. Next: upload it to Cloudflare.",
+            messages.SUCCESS,
+        )
+        return redirect(self._change_url(ca))
+
+    def _form_page(self, request: HttpRequest, form: forms.Form, *, title: str, submit: str) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            "admin/certificates/authority_form.html",
+            {**self.admin_site.each_context(request), "title": title, "form": form, "submit": submit, **self._opts()},
+        )
+
+    # -- at Cloudflare and the zone's issuer -----------------------------------------------------------------
+
+    @admin.action(description="Upload selected CAs and associate the API hostnames", permissions=["manage"])
+    def upload_selected(self, request: HttpRequest, queryset: QuerySet[CertificateAuthority]) -> None:
+        self._apply(
+            request,
+            queryset,
+            lambda ca: authorities.authority_upload(authority=ca, origin=origin_of(request), interactive=True),
+            "uploaded and associated with the API hostnames",
+        )
+
+    def upload_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        ca = self._managed(request, pk)
+        if request.method != "POST":
+            return self._confirm(
+                request,
+                ca,
+                title=f"Upload “{ca.name}” to Cloudflare",
+                explanation=[
+                    f"The CA certificate is uploaded to account {settings.CLOUDFLARE_ACCOUNT_ID} (bring your own CA, "
+                    "Enterprise) and associated with "
+                    f"{', '.join(settings.PORTAL_API_HOSTNAMES)}: certificates it signs then verify at the edge.",
+                    "The private key stays in the portal.",
+                ],
+                submit="Upload and associate",
+            )
+        self._outcome(
+            request,
+            lambda: authorities.authority_upload(authority=ca, origin=origin_of(request), interactive=True),
+            f"Portal CA “{ca.name}” is uploaded and associated with {', '.join(settings.PORTAL_API_HOSTNAMES)}.",
+        )
+        return redirect(self._change_url(ca))
+
+    def issuer_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        ca = self._managed(request, pk)
+        if request.method != "POST":
+            return self._confirm(
+                request,
+                ca,
+                title=f"Make “{ca.name}” the issuer of zone {get_zone_id()}",
+                explanation=[
+                    f"New certificates of the zone are signed by “{ca.name}”, without a call to Cloudflare and with "
+                    "no per-zone limit. Certificates issued before keep their issuer until they expire or are "
+                    "replaced.",
+                    "If another portal CA issues now, the owners of its certificates are emailed to renew, and it "
+                    "is removed from Cloudflare once its last certificate is gone.",
+                ],
+                submit="Make it the issuer",
+            )
+        self._set_issuer(request, ca)
+        return redirect(self._change_url(ca))
+
+    def managed_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_manage_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return self._confirm(
+                request,
+                None,
+                title=f"Issue the certificates of zone {get_zone_id()} with Cloudflare's managed CA",
+                explanation=[
+                    "New certificates are signed by Cloudflare's managed CA again (a call to Cloudflare each, at "
+                    f"most CLOUDFLARE_ZONE_CAPACITY = {settings.CLOUDFLARE_ZONE_CAPACITY} in the zone).",
+                    "Certificates of the portal CA keep working until they expire or are replaced; their owners are "
+                    "emailed to renew, and the CA is removed from Cloudflare once its last certificate is gone.",
+                ],
+                submit="Use Cloudflare's managed CA",
+            )
+        self._set_issuer(request, None)
+        return redirect(self._changelist_url())
+
+    def _set_issuer(self, request: HttpRequest, ca: CertificateAuthority | None) -> None:
+        try:
+            change = authorities.zone_set_issuer(zone_id=get_zone_id(), authority=ca, origin=origin_of(request))
+        except services.ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
+        self.message_user(request, change.summary(), messages.SUCCESS if change.changed else messages.INFO)
+        for note in change.notes:
+            self.message_user(request, note, messages.WARNING)
+
+    def remove_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        ca = self._managed(request, pk)
+        form = AuthorityRemoveForm(request.POST if request.method == "POST" else None)
+        if not form.is_valid():
+            in_use = authorities.authority_certificates_in_use(ca, now=timezone.now()).count()
+            return self._confirm(
+                request,
+                ca,
+                title=f"Remove “{ca.name}” from Cloudflare",
+                explanation=[
+                    "Its hostname associations are removed, then its upload: nothing it signed verifies at the edge "
+                    "any more, and it cannot be uploaded again.",
+                    f"{in_use} certificate{'s' if in_use != 1 else ''} it signed "
+                    f"{'are' if in_use != 1 else 'is'} still in use.",
+                ],
+                submit="Remove from Cloudflare",
+                form=form if in_use else None,
+            )
+        self._outcome(
+            request,
+            lambda: authorities.authority_remove(
+                authority=ca, origin=origin_of(request), force=form.cleaned_data["force"], interactive=True
+            ),
+            f"Portal CA “{ca.name}” is removed from Cloudflare.",
+        )
+        return redirect(self._change_url(ca))
+
+    def _managed(self, request: HttpRequest, pk: int) -> CertificateAuthority:
+        if not self.has_manage_permission(request):
+            raise PermissionDenied
+        ca: CertificateAuthority = get_object_or_404(CertificateAuthority, pk=pk)
+        return ca
+
+    def _outcome(self, request: HttpRequest, call: Callable[[], object], done: str) -> None:
+        try:
+            call()
+        except services.ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(request, done, messages.SUCCESS)
+
+    def _confirm(
+        self,
+        request: HttpRequest,
+        ca: CertificateAuthority | None,
+        *,
+        title: str,
+        explanation: list[str],
+        submit: str,
+        form: forms.Form | None = None,
+    ) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            "admin/certificates/authority_confirm.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "authority": ca,
+                "explanation": explanation,
+                "submit": submit,
+                "form": form,
+                "cancel_url": self._change_url(ca) if ca else self._changelist_url(),
+                **self._opts(),
+            },
+        )
+
+    def _opts(self) -> dict[str, Any]:
+        return {"opts": self.model._meta, "app_label": self.model._meta.app_label}
+
+    @staticmethod
+    def _changelist_url() -> str:
+        return reverse("admin:certificates_certificateauthority_changelist")
+
+    @staticmethod
+    def _change_url(ca: CertificateAuthority) -> str:
+        return reverse("admin:certificates_certificateauthority_change", args=[ca.pk])
+
+    def describe(self, obj: CertificateAuthority) -> str:
+        return obj.name

@@ -30,6 +30,7 @@ SYNC_FIREWALL = "certificates.tasks.sync_firewall"
 CONFIRM_REVOCATION = "certificates.tasks.confirm_revocation"
 RECONCILE_CERTIFICATE = "certificates.tasks.reconcile_certificate"
 BUILD_CRL = "certificates.tasks.build_crl"
+ROTATION_NOTICES = "certificates.tasks.send_rotation_notices"
 # A chain of follow-up syncs (see request_follow_up_sync) stops after this many; the periodic sync remains.
 FOLLOW_UPS_AT_MOST = 3
 
@@ -110,6 +111,14 @@ def request_reconcile(certificate_id: int) -> None:
             lambda: _task(RECONCILE_CERTIFICATE).apply_async(args=(certificate_id,), countdown=10),
             f"the reconciliation of certificate {certificate_id}",
         )
+    )
+
+
+def request_rotation_notices() -> None:
+    """Email the owners of a replaced portal CA's certificates now; lost with Redis down, the hourly
+    retire_authorities sends them (the audit log says who has had theirs)."""
+    transaction.on_commit(
+        lambda: _enqueue_quietly(lambda: _task(ROTATION_NOTICES).delay(), "the notices of a CA rotation")
     )
 
 

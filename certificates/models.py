@@ -254,6 +254,8 @@ class AuditEvent(models.Model):
         CA_UPLOADED = "authority.uploaded", "Portal CA uploaded to Cloudflare"
         CA_REMOVED = "authority.removed", "Portal CA removed from Cloudflare"
         ZONE_ISSUER_CHANGED = "zone.issuer_changed", "Zone issuer changed"
+        # An owner told to renew certificates of a portal CA that no longer issues for their zone.
+        ROTATION_NOTICE_SENT = "authority.rotation_notice_sent", "Told to renew: the CA no longer issues"
         REACTIVATION_REQUESTED = "certificate.reactivation_requested", "Reactivation requested"
         REACTIVATED = "certificate.reactivated", "Certificate reactivated"
         STATUS_CHANGED = "certificate.status_changed", "Status changed at Cloudflare"

@@ -25,6 +25,7 @@ from certificates.models import Certificate, FirewallState
 from certificates.services import (
     AuthorityUnavailableError,
     Origin,
+    authorities,
     certificate_confirm_revocation,
     certificate_reconcile_unconfirmed,
     crls,
@@ -230,3 +231,20 @@ def refresh_crls() -> list[int]:
     except AuthorityUnavailableError as exc:
         logger.error("the portal CAs' CRLs cannot be signed: %s", exc.message)
         return []
+
+
+@shared_task
+def send_rotation_notices() -> int:
+    """Queued when a portal CA stops being a zone's issuer: its certificates' owners are told to renew."""
+    return authorities.rotation_notices_send()
+
+
+@shared_task
+def retire_authorities() -> dict[str, Any]:
+    """Hourly: the rotation notices not sent yet, retired portal CAs removed once their last certificate is gone,
+    and a warning in the log for each CA about to expire."""
+    return {
+        "notices": authorities.rotation_notices_send(),
+        "removed": authorities.authorities_retire(),
+        "expiring": len(authorities.authorities_expiry_warnings()),
+    }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 QUOTA_EXCEEDED_CODE = 1445  # FACTS.md §3: client certificate per-zone quota reached
+CA_QUOTA_EXCEEDED_CODE = 1489  # FACTS.md §3: "Hit maximum CA cert allocation." (uploaded CAs per account)
 # ASSUMPTION (undocumented by Cloudflare): the code of "too many custom rules for the plan", as the emulator
 # answers it (cloudflare_emulator/codes.py says why this number).
 RULE_LIMIT_CODE = 20217
@@ -131,6 +132,10 @@ class QuotaExceededError(BadRequestError):
     """Error 1445: the zone holds its maximum of client certificates."""
 
 
+class CAQuotaExceededError(BadRequestError):
+    """Error 1489: the account holds its maximum of uploaded CAs (5 unless Cloudflare raised it, FACTS.md §3)."""
+
+
 class RuleLimitError(BadRequestError):
     """The write would take the zone over its plan's number of custom rules (FACTS.md §7, §14).
 
@@ -199,6 +204,8 @@ def error_class_for(status: int, codes: Iterable[int]) -> type[APIError]:
     code_set = set(codes)
     if QUOTA_EXCEEDED_CODE in code_set:
         return QuotaExceededError
+    if CA_QUOTA_EXCEEDED_CODE in code_set:
+        return CAQuotaExceededError
     if status == 400 and RULE_LIMIT_CODE in code_set:
         return RuleLimitError
     if status in (400, 401, 403) and code_set & AUTHENTICATION_CODES:

@@ -378,6 +378,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sweep-stuck": {"task": "certificates.tasks.sweep_stuck", "schedule": SWEEP_STUCK_SECONDS},
     "expiry-reminders": {"task": "certificates.tasks.send_expiry_reminders", "schedule": 3600.0},
     "refresh-crls": {"task": "certificates.tasks.refresh_crls", "schedule": 900.0},
+    # Portal CA rotation: notices to renew, retired CAs removed when unused, expiry warnings (README, "Issuers").
+    "retire-authorities": {"task": "certificates.tasks.retire_authorities", "schedule": 3600.0},
 }
 
 # Portal CAs (bring your own CA, README "Issuers"). Their private keys are stored encrypted with this key: one or

@@ -62,3 +62,13 @@ def test_the_beat_healthcheck_passes_on_a_fresh_schedule_and_fails_on_a_stale_or
 def test_beat_writes_its_schedule_after_every_task_it_sends(settings):
     # What makes the file's age a sign of life (docker-compose.yml, beat's healthcheck).
     assert settings.CELERY_BEAT_SYNC_EVERY == 1
+
+
+def test_every_portal_process_reads_the_same_settings(services):
+    # Secrets such as PORTAL_CA_ENCRYPTION_KEY come from .env: web (which signs certificates) and the worker (which
+    # signs CRLs) must both get them, and beat the same configuration as the worker it queues for.
+    settings_of = {
+        name: (services[name]["env_file"], services[name]["environment"]) for name in ("web", "worker", "beat")
+    }
+    assert settings_of["web"] == settings_of["worker"] == settings_of["beat"]
+    assert [entry["path"] for entry in settings_of["web"][0]] == [".env"]

@@ -7,6 +7,7 @@ process that signs with it.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from typing import TypeAlias
 
@@ -50,15 +51,17 @@ def encrypt_key(key: SigningKey) -> str:
     return _fernet().encrypt(pem).decode("ascii")
 
 
-# Unlocked keys by their encrypted form: decrypting and parsing an RSA key costs milliseconds, and issuance signs
-# many certificates with one CA. The token is the cache key, so a re-encrypted or replaced key is read afresh.
-_UNLOCKED: dict[str, SigningKey] = {}
+# Unlocked keys by their encrypted form and the setting that unlocked them: decrypting and parsing an RSA key costs
+# milliseconds, and issuance signs many certificates with one CA. A re-encrypted key, or a changed or removed
+# setting, is a new cache key, so it is checked afresh.
+_UNLOCKED: dict[tuple[str, str], SigningKey] = {}
 _UNLOCKED_LOCK = threading.Lock()
 
 
 def decrypt_key(token: str) -> SigningKey:
+    cache_key = (token, hashlib.sha256((settings.PORTAL_CA_ENCRYPTION_KEY or "").encode()).hexdigest())
     with _UNLOCKED_LOCK:
-        cached = _UNLOCKED.get(token)
+        cached = _UNLOCKED.get(cache_key)
     if cached is not None:
         return cached
     try:
@@ -71,11 +74,5 @@ def decrypt_key(token: str) -> SigningKey:
     with _UNLOCKED_LOCK:
         if len(_UNLOCKED) > 32:  # a handful of CAs at most; never grows without bound
             _UNLOCKED.clear()
-        _UNLOCKED[token] = key
+        _UNLOCKED[cache_key] = key
     return key
-
-
-def forget_unlocked_keys() -> None:
-    """For tests: the next signature decrypts again (and so sees a changed setting)."""
-    with _UNLOCKED_LOCK:
-        _UNLOCKED.clear()

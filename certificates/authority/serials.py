@@ -21,7 +21,6 @@ import secrets
 MARKER_BYTES = 4
 TAG_BYTES = 4
 RANDOM_BYTES = 10
-SERIAL_HEX_DIGITS = 2 * (MARKER_BYTES + TAG_BYTES + RANDOM_BYTES)
 _MARKER = re.compile(r"[1-7][0-9A-F]{7}")
 _TAG = re.compile(r"[0-9A-F]{8}")
 

@@ -166,7 +166,6 @@ def test_a_bad_csr_gets_the_same_refusal_as_with_the_managed_ca(portal_ca, alice
 
 def test_without_the_encryption_key_issuance_refuses_clearly_and_records_nothing(portal_ca, alice, settings, caplog):
     settings.PORTAL_CA_ENCRYPTION_KEY = ""
-    keystore.forget_unlocked_keys()
     with pytest.raises(AuthorityUnavailableError, match="cannot be unlocked") as refused:
         issue(alice)
     assert refused.value.status_code == 503
@@ -180,7 +179,6 @@ def test_with_the_wrong_encryption_key_issuance_refuses(portal_ca, alice, settin
     from cryptography.fernet import Fernet
 
     settings.PORTAL_CA_ENCRYPTION_KEY = Fernet.generate_key().decode()
-    keystore.forget_unlocked_keys()
     with pytest.raises(AuthorityUnavailableError, match="cannot be unlocked"):
         issue(alice)
     assert "encrypted with another key" in caplog.text
@@ -190,7 +188,6 @@ def test_an_old_encryption_key_kept_on_a_second_line_still_decrypts(portal_ca, a
     from cryptography.fernet import Fernet
 
     settings.PORTAL_CA_ENCRYPTION_KEY = Fernet.generate_key().decode() + "\n" + settings.PORTAL_CA_ENCRYPTION_KEY
-    keystore.forget_unlocked_keys()
     assert issue(alice).status == Certificate.Status.ACTIVE
 
 
@@ -316,7 +313,6 @@ def test_without_the_key_the_last_valid_crl_is_still_served_then_503(portal_ca, 
         crl_requested_at=portal_ca.created_at + timedelta(days=1)
     )
     settings.PORTAL_CA_ENCRYPTION_KEY = ""
-    keystore.forget_unlocked_keys()
     assert client.get(reverse("certificates:crl", args=[portal_ca.pk])).status_code == 200
     CertificateAuthority.objects.filter(pk=portal_ca.pk).update(crl_next_update=portal_ca.created_at)
     response = client.get(reverse("certificates:crl", args=[portal_ca.pk]))

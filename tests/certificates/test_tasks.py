@@ -116,5 +116,6 @@ def test_the_beat_schedule_runs_every_periodic_task(settings):
         "certificates.tasks.refresh_crls",
         "certificates.tasks.sweep_stuck",
         "certificates.tasks.send_expiry_reminders",
+        "certificates.tasks.retire_authorities",
     }
     assert settings.CELERY_BEAT_SCHEDULE["poll-certificates"]["schedule"] == settings.CERTIFICATE_POLL_SECONDS

@@ -7,6 +7,9 @@ One line per check, "ok ...", "warn ..." or "FAIL ..."; the command exits non-ze
 - the zone's custom-rules entrypoint holds the portal's base rule, enabled, blocking, covering every API hostname,
   and the portal's rules come first: a rule of someone else's above them (a `skip` rule above all) can switch
   mTLS off for the requests it matches (FACTS.md §14);
+- portal CAs (bring your own CA): which CA issues; each trusted CA is uploaded to the account and associated
+  with every API hostname (--fix associates them again); the plan allows it (Enterprise; the zone's plan is not
+  in the API schema the portal follows, so CLOUDFLARE_PLAN says it); the account id is set;
 - the call budget is shared by every process (REDIS_URL) and leaves headroom under Cloudflare's 1,200 calls;
 - the last firewall sync pushed everything and did not fail.
 """
@@ -14,15 +17,19 @@ One line per check, "ok ...", "warn ..." or "FAIL ..."; the command exits non-ze
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import octorules_wirefilter
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from certificates.cloudflare_client import get_cloudflare_client, get_zone_id
 from certificates.firewall.status import sync_trouble
-from certificates.models import FirewallState
+from certificates.models import CertificateAuthority, FirewallState, Zone
+from certificates.services import ServiceError, authorities
+from certificates.services.audit import Origin
 from cloudflare.client import CloudflareClient
 from cloudflare.errors import AuthenticationError, CloudflareError, NotFoundError, PermissionDeniedError
 from cloudflare.models import Rule, Ruleset
@@ -34,6 +41,7 @@ CLOUDFLARE_LIMIT_PER_FIVE_MINUTES = 1200
 # Above this the people and tools sharing the account have under 100 calls left before a 5-minute lock-out.
 BUDGET_WARNING_ABOVE = 1100
 SSL_EDIT = "Zone: SSL and Certificates Edit"
+ACCOUNT_SSL_EDIT = "Account: SSL and Certificates Edit"
 WAF_EDIT = "Zone: Zone WAF Edit"
 # Fields the base rule must test: a verified certificate, not revoked (DESIGN.md, Firewall layout).
 BASE_RULE_FIELDS = ("http.host", "cf.tls_client_auth.cert_verified", "cf.tls_client_auth.cert_revoked")
@@ -43,7 +51,9 @@ class Command(BaseCommand):
     help = "Check that mTLS is enforced at Cloudflare for PORTAL_API_HOSTNAMES and that the portal can keep it so."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--fix", action="store_true", help="associate the API hostnames with the managed CA")
+        parser.add_argument(
+            "--fix", action="store_true", help="associate the API hostnames with the managed CA and the portal CAs"
+        )
 
     def handle(self, *args: Any, fix: bool, **options: Any) -> None:
         client = get_cloudflare_client()
@@ -55,6 +65,7 @@ class Command(BaseCommand):
             f"client certificates ({SSL_EDIT})", lambda: client.list_client_certificates_page(zone_id, per_page=5)
         )
         self._check_hostnames(client, zone_id, fix=fix)
+        self._check_portal_cas(client, zone_id, fix=fix)
         readable, entrypoint = self._read(f"custom rules ({WAF_EDIT})", lambda: client.get_entrypoint(zone_id))
         if readable:
             self._check_rules(entrypoint)
@@ -121,6 +132,113 @@ class Command(BaseCommand):
             self._fail(f"could not enable mTLS on {', '.join(missing)}: {exc}")
             return
         self._ok(f"mTLS enabled on {', '.join(missing)}")
+
+    # -- portal CAs (bring your own CA, FACTS.md §3, §4) ------------------------------------------------------
+
+    def _check_portal_cas(self, client: CloudflareClient, zone_id: str, *, fix: bool) -> None:
+        zone = Zone.objects.filter(zone_id=zone_id).select_related("issuer").first()
+        issuer = zone.issuer if zone is not None else None
+        trusted = list(CertificateAuthority.objects.filter(status=CertificateAuthority.Status.TRUSTED))
+        for ca in CertificateAuthority.objects.filter(status=CertificateAuthority.Status.CREATED):
+            self._warn(
+                f"portal CA {_ca(ca)} is not uploaded to Cloudflare yet: python manage.py portal_ca upload {ca.pk}"
+            )
+        if issuer is None:
+            self._ok(f"new certificates are signed by {authorities.MANAGED_CA}")
+        elif issuer.status != CertificateAuthority.Status.TRUSTED:
+            self._fail(
+                f"the zone's issuer, portal CA {_ca(issuer)}, is {issuer.get_status_display().lower()}: what it signs "
+                f"does not verify at the edge; python manage.py portal_ca upload {issuer.pk}, or portal_ca issuer "
+                "managed"
+            )
+        else:
+            self._ok(f"new certificates are signed by portal CA {_ca(issuer)}")
+        if not trusted:
+            return
+        self._check_plan()
+        if not self._account_id_set():
+            return
+        for ca in trusted:
+            self._check_upload(client, ca, fix=fix)
+            self._check_expiry(ca)
+
+    def _check_plan(self) -> None:
+        if settings.CLOUDFLARE_PLAN == "enterprise":
+            self._ok("the plan allows portal CAs (bring your own CA needs Enterprise; CLOUDFLARE_PLAN=enterprise)")
+            return
+        problem = (
+            f"portal CAs need bring your own CA, which only Enterprise accounts have, and CLOUDFLARE_PLAN is "
+            f"{settings.CLOUDFLARE_PLAN}: if the account is on Enterprise, set CLOUDFLARE_PLAN=enterprise; if not, "
+            "issue with the managed CA again (python manage.py portal_ca issuer managed)"
+        )
+        if settings.CLOUDFLARE_EMULATED:
+            self._warn(f"{problem} (the emulator accepts an upload on any plan, Cloudflare does not)")
+        else:
+            self._fail(problem)
+
+    def _check_expiry(self, ca: CertificateAuthority) -> None:
+        if ca.not_after <= timezone.now() + timedelta(days=authorities.EXPIRY_WARNING_DAYS):
+            self._warn(
+                f"portal CA {_ca(ca)} expires on {ca.not_after:%Y-%m-%d}: what it signed stops working then; "
+                "create its successor, upload it and make it the issuer (README, “Rotating a portal CA”)"
+            )
+
+    def _account_id_set(self) -> bool:
+        if not settings.CLOUDFLARE_ACCOUNT_ID:
+            self._fail(
+                "CLOUDFLARE_ACCOUNT_ID is not set, so the portal cannot read its uploaded CAs: set it to the "
+                "account's id (the account's overview page in the dashboard)"
+            )
+            return False
+        return True
+
+    def _check_upload(self, client: CloudflareClient, ca: CertificateAuthority, *, fix: bool) -> None:
+        account_id = settings.CLOUDFLARE_ACCOUNT_ID
+        redo = f"python manage.py portal_ca upload {ca.pk}"
+        try:
+            uploaded = client.get_mtls_certificate(account_id, ca.cloudflare_id) if ca.cloudflare_id else None
+            associated = (
+                client.get_hostname_associations(get_zone_id(), mtls_certificate_id=ca.cloudflare_id).hostnames
+                if uploaded is not None
+                else ()
+            )
+        except NotFoundError:
+            uploaded, associated = None, ()
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            self._fail(f"portal CA {_ca(ca)}: the token may not read uploaded CAs ({ACCOUNT_SSL_EDIT}): {exc}")
+            return
+        except CloudflareError as exc:
+            self._fail(f"portal CA {_ca(ca)}: {exc}")
+            return
+        if uploaded is None or not uploaded.ca:
+            self._fail_or_fix(
+                ca,
+                fix=fix,
+                problem="is not uploaded to the account (or not as a CA): what it signed fails at the edge",
+                redo=redo,
+            )
+            return
+        missing = [name for name in _api_hostnames() if name not in {h.lower() for h in associated}]
+        if missing:
+            self._fail_or_fix(
+                ca,
+                fix=fix,
+                problem=f"is not associated with {', '.join(missing)}: what it signed is not verified there",
+                redo=redo,
+            )
+            return
+        self._ok(f"portal CA {_ca(ca)} is uploaded ({ca.cloudflare_id}) and associated with every API hostname")
+
+    def _fail_or_fix(self, ca: CertificateAuthority, *, fix: bool, problem: str, redo: str) -> None:
+        if not fix:
+            self._fail(f"portal CA {_ca(ca)} {problem}; run with --fix, or {redo}")
+            return
+        try:
+            authorities.authority_upload(authority=ca, origin=Origin(actor=None))
+        except ServiceError as exc:
+            self._fail(f"portal CA {_ca(ca)} {problem}, and uploading it again failed: {exc.message}")
+        else:
+            self._ok(f"portal CA {_ca(ca)} uploaded and associated with every API hostname again")
 
     # -- the custom rules ----------------------------------------------------------------------------------
 
@@ -207,6 +325,10 @@ class Command(BaseCommand):
             self._warn("no firewall sync has run yet: python manage.py sync_firewall")
         else:
             self._ok(f"the last firewall sync ({state.last_synced_at:%Y-%m-%d %H:%M:%S} UTC) pushed every rule")
+
+
+def _ca(ca: CertificateAuthority) -> str:
+    return f"{ca.pk} “{ca.name}”"
 
 
 def _api_hostnames() -> list[str]:
