@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from werkzeug.serving import make_server
 
@@ -22,7 +23,11 @@ EDGE_CA_FILE = "cloudflare-edge-ca.pem"  # beside the state file unless --edge-c
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cloudflare_emulator", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m cloudflare_emulator",
+        description=__doc__,
+        epilog="python -m cloudflare_emulator edge --help: the zone's edge over HTTPS",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787, help="0 picks a free port (printed on start)")
     parser.add_argument("--token", default=None, help="required bearer token (default: accept any)")
@@ -45,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     arguments = sys.argv[1:] if argv is None else argv
     if arguments[:1] == ["edge"]:
         edge_main(arguments[1:])
+        return
     args = parse_args(arguments)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     emulator = Emulator(
@@ -89,8 +95,12 @@ def zone_id(value: str) -> str:
 
 
 def origin_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(f"the origin is an http:// or https:// URL, got {value!r}")
+    if parts.username or parts.password:
+        # The origin URL is printed and logged: credentials do not belong in it.
+        raise argparse.ArgumentTypeError("the origin URL may not carry a user name or password")
     return value
 
 

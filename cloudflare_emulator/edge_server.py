@@ -121,12 +121,12 @@ class EdgeApp:
 
 def origin_error_status(error: requests.RequestException) -> int:
     """Cloudflare's own codes: 522 the connection timed out, 521 the origin refused it, 524 no answer in time."""
-    if isinstance(error, requests.ConnectTimeout):
+    if isinstance(error, requests.ConnectTimeout):  # checked first: it is a ConnectionError too
         return 522
-    if isinstance(error, requests.ConnectionError) and not isinstance(error, requests.ReadTimeout):
-        return 521
     if isinstance(error, requests.ReadTimeout):
         return 524
+    if isinstance(error, requests.ConnectionError):
+        return 521
     return 502
 
 

@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import http.client
 import json
+import logging
 import os
 import signal
 import socket
@@ -261,6 +262,9 @@ def test_ip_src_is_the_tcp_peer(client: Client, api: Api) -> None:
 
     assert client.call(source="127.0.0.1").status == 200
     assert blocked_by(client.call(source="127.0.0.2")) == "office_only"
+    # A header is the client's word; ip.src is not.
+    spoofed = {"X-Forwarded-For": "127.0.0.1", "CF-Connecting-IP": "127.0.0.1"}
+    assert blocked_by(client.call(source="127.0.0.2", headers=spoofed)) == "office_only"
 
 
 def test_the_host_header_keeps_its_port(client: Client, api: Api) -> None:
@@ -305,6 +309,15 @@ def test_a_silent_connection_does_not_hold_up_other_clients(client: Client) -> N
         statuses = list(pool.map(lambda _: client.call().status, range(12)))
 
     assert statuses == [200] * 12
+
+
+def test_the_log_leaves_out_the_query_string(client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="cloudflare_emulator.edge")
+
+    assert client.call("/v1/items?api_key=s3cr3t-value").status == 200
+
+    assert "/v1/items" in caplog.text
+    assert "s3cr3t-value" not in caplog.text
 
 
 def test_a_rule_the_emulator_cannot_read_answers_500_naming_it(client: Client, api: Api) -> None:
