@@ -13,7 +13,6 @@ itself), and both must be within their validity. Chains presented by the client 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from cryptography import x509
 
@@ -39,12 +38,12 @@ class PresentedCertificate:
 
 
 def hostname_of(host: str) -> str:
-    """The hostname a Host header names, as associations list it: lowercased, without a port or a trailing dot."""
-    try:
-        hostname = urlsplit(f"//{host}").hostname or ""
-    except ValueError:  # an unbalanced IPv6 bracket: no hostname any association could list
-        return ""
-    return hostname.rstrip(".")
+    """The hostname a Host header names, as associations list it: lowercased, without a port or a trailing dot.
+    Anything else in the header stays, so a malformed one matches no association."""
+    name = host.strip().lower()
+    if name.startswith("["):  # an IPv6 literal, [2001:db8::1]:8443
+        return name[1 : name.find("]")] if "]" in name else ""
+    return name.partition(":")[0].rstrip(".")
 
 
 def managed_ca_applies(associations: dict[str, list[str]], hostname: str) -> bool:
