@@ -20,7 +20,7 @@ from cloudflare_emulator.wsgi_transport import EmulatedConnectError, EmulatedRea
 
 from . import codes, edge, ratelimit
 from .context import Context, Settings, ensure_ca
-from .edge import EdgeRequest, Verdict
+from .edge import EdgeRequest, Evaluation, Verdict
 from .envelope import ApiError, failure, failure_from, success
 from .faults import Fault, Faults
 from .routes import ADMIN_HANDLERS, ADMIN_URL_MAP, HANDLERS, URL_MAP, Handler
@@ -98,6 +98,10 @@ class Emulator:
     def evaluate(self, zone_id: str, request: EdgeRequest) -> Verdict:
         """What the zone's custom rules do with `request`; raises ApiError for a rule the evaluator cannot read."""
         return self._in_zone(zone_id, "evaluate", lambda context: edge.evaluate(context, request))
+
+    def inspect(self, zone_id: str, request: EdgeRequest) -> Evaluation:
+        """The verdict and the fields the rules saw; raises ApiError like `evaluate`."""
+        return self._in_zone(zone_id, "evaluate", lambda context: edge.inspect(context, request))
 
     def create_dashboard_certificate(
         self,

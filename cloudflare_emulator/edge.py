@@ -3,7 +3,8 @@
 Emulator-only (served under /__emulator__, never under /client/v4):
 
 * evaluation: a request (host, client IP, presented certificate) runs through the zone's custom rules in
-  order, as Cloudflare's edge does (FACTS.md §14);
+  order, as Cloudflare's edge does (FACTS.md §14); the certificate is verified against the CAs the hostname
+  trusts (trust.py). `python -m cloudflare_emulator edge` serves the same over HTTPS (edge_server.py);
 * dashboard certificates: the zone's managed CA signs a key the "dashboard" made, and the certificate is
   listed by the API like any other (FACTS.md §2);
 * foreign certificates: the same managed CA signs for "another account" (the CA may be shared, FACTS.md §5);
@@ -18,7 +19,7 @@ from typing import Any
 
 from werkzeug.wrappers import Response
 
-from . import client_certificates, codes, evaluator, pki, rulesets
+from . import client_certificates, codes, evaluator, pki, rulesets, trust
 from .context import Context
 from .envelope import ApiError, success
 
@@ -65,6 +66,12 @@ class Verdict:
 ALLOWED = Verdict("allowed", None)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    verdict: Verdict
+    fields: dict[str, Any]  # evaluator.Request.fields(): field name -> value
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, codes.EMULATOR_BAD_REQUEST, message)
 
@@ -74,10 +81,15 @@ def bad_request(message: str) -> ApiError:
 
 def evaluate(context: Context, request: EdgeRequest) -> Verdict:
     """The custom rules of the zone's entrypoint, in order, for this request."""
+    return inspect(context, request).verdict
+
+
+def inspect(context: Context, request: EdgeRequest) -> Evaluation:
+    """The verdict, and the fields the rules saw (the HTTPS edge passes some of them on to the origin)."""
     fields = request_fields(context, request)
     entrypoint = rulesets.entrypoint_of(context, rulesets.FIREWALL_CUSTOM_PHASE)
     verdict = run_rules(context, entrypoint["rules"] if entrypoint else [], fields, depth=0)
-    return verdict or ALLOWED
+    return Evaluation(verdict or ALLOWED, fields)
 
 
 def run_rules(context: Context, rules: list[dict[str, Any]], fields: dict[str, Any], depth: int) -> Verdict | None:
@@ -144,18 +156,18 @@ def request_fields(context: Context, request: EdgeRequest) -> dict[str, Any]:
         certificate = pki.parse_certificate(request.certificate)
     except ValueError as exc:
         raise bad_request("certificate must be one PEM certificate, or null for none") from exc
-    fingerprint = pki.fingerprint_sha256(certificate)
-    verified = pki.verifies(context.managed_ca(), certificate, context.now)
-    # FACTS.md §6: revoked means "valid but revoked", so it implies verified.
-    revoked = verified and is_revoked_in_zone(context, fingerprint)
+    # The trusted CAs depend on the hostname (its associations), which the Host header names.
+    seen = trust.inspect(context, trust.hostname_of(request.host), certificate)
     return evaluator.Request(
-        host=request.host, ip=ip, verified=verified, revoked=revoked, fingerprint=fingerprint, presented=True
+        host=request.host,
+        ip=ip,
+        presented=True,
+        verified=seen.verified,
+        revoked=seen.revoked,
+        fingerprint=seen.fingerprint,
+        serial=seen.serial,
+        issuer_ski=seen.issuer_ski,
     ).fields()
-
-
-def is_revoked_in_zone(context: Context, fingerprint: str) -> bool:
-    records = client_certificates.settled_certificates(context).values()
-    return any(r["fingerprint_sha256"] == fingerprint and r["status"] == "revoked" for r in records)
 
 
 def parse_edge_request(body: dict[str, Any]) -> EdgeRequest:

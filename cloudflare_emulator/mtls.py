@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 from . import codes, pki
 from .context import Context
 from .envelope import ApiError, success
+from .state import State
 
 MAX_CA_CERTIFICATES = 5  # FACTS.md §3: up to 5 CAs per account
 MANAGED_CA_KEY = "managed"  # hostname-association key for Cloudflare's managed CA
@@ -125,9 +126,18 @@ def associations(context: Context) -> Response:
 # --- hostname associations -----------------------------------------------------------------------------
 
 
+def uploaded_certificate(state: State, certificate_id: str) -> dict[str, Any] | None:
+    """The account record of an uploaded certificate. Zones do not know their account here, so every account the
+    emulator has seen is searched (the ids are UUIDs)."""
+    for account in state["accounts"].values():
+        record: dict[str, Any] | None = account["mtls_certificates"].get(certificate_id)
+        if record is not None:
+            return record
+    return None
+
+
 def certificate_exists(context: Context, certificate_id: str) -> bool:
-    # Zones do not know their account here, so look in every account the emulator has seen.
-    return any(certificate_id in account["mtls_certificates"] for account in context.state["accounts"].values())
+    return uploaded_certificate(context.state, certificate_id) is not None
 
 
 def association_key(context: Context, certificate_id: Any) -> str:
@@ -157,8 +167,10 @@ def put_hostnames(context: Context) -> Response:
     key = association_key(context, body.get("mtls_certificate_id"))
     unique = list(dict.fromkeys(h.lower() for h in hostnames))
     associations_by_ca = context.zone()["hostname_associations"]
-    # FACTS.md §4: a PUT replaces the whole set for that CA; an empty array removes them all.
-    if unique:
+    # FACTS.md §4: a PUT replaces the whole set for that CA; an empty array removes them all. The managed CA's
+    # empty set is kept: it says "on no hostname", where a zone that never set one trusts the managed CA on every
+    # hostname (trust.py).
+    if unique or key == MANAGED_CA_KEY:
         associations_by_ca[key] = unique
     else:
         associations_by_ca.pop(key, None)

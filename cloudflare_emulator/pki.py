@@ -218,11 +218,28 @@ def parse_certificate(pem_text: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(pem_text.encode("utf-8"))
 
 
-def verifies(ca: ManagedCA, certificate: x509.Certificate, now: float) -> bool:
-    """What `cf.tls_client_auth.cert_verified` means for the managed CA: signed by it and within validity."""
+def issued_by(issuer: x509.Certificate, certificate: x509.Certificate, now: float) -> bool:
+    """What `cf.tls_client_auth.cert_verified` asks of one trusted CA: it signed the certificate directly, and both
+    are within their validity at `now`."""
     try:
-        certificate.verify_directly_issued_by(ca.certificate)
+        certificate.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
         return False
     moment = utc(now)
-    return certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc
+    return all(c.not_valid_before_utc <= moment <= c.not_valid_after_utc for c in (certificate, issuer))
+
+
+def serial_hex(certificate: x509.Certificate) -> str:
+    """`cf.tls_client_auth.cert_serial`: uppercase hex without leading zeros (FACTS.md §6)."""
+    return format(certificate.serial_number, "X")
+
+
+def key_identifier_hex(issuer: x509.Certificate) -> str:
+    """`cf.tls_client_auth.cert_issuer_ski` for certificates `issuer` signed: its Subject Key Identifier in
+    uppercase hex; for a CA without the extension, the identifier RFC 5280 derives from its key (as the portal's
+    certificates/authority/pki.py assumes; Cloudflare does not document this case)."""
+    try:
+        digest = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        digest = x509.SubjectKeyIdentifier.from_public_key(issuer.public_key()).digest
+    return digest.hex().upper()
