@@ -6,6 +6,7 @@ import time
 import pytest
 import responses as responses_lib
 
+from tests.support.api import api  # noqa: F401 (a fixture, used by name: the JSON API as a user's script calls it)
 from tests.support.contract import ContractValidator, Exchange
 
 ZONE_ID = "023e105f4ecef8ad9ca31a8372d0c353"

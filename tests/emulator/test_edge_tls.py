@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import http.client
 import json
 import logging
 import os
 import signal
 import socket
-import ssl
 import stat
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cloudflare_emulator import Emulator
 from cloudflare_emulator.edge_server import Edge
+from tests.support.edge_client import Answer, Client
 
 from .certificates import Issued, key_and_csr, make_ca, make_leaf
 from .conftest import ACCOUNT, TOKEN, ZONE, Api, issue, make_api
@@ -59,61 +57,6 @@ def ours(fingerprints: Sequence[str], serials: Sequence[str] = (), issuer_ski: s
             f'and cf.tls_client_auth.cert_issuer_ski eq "{issuer_ski}"))'
         )
     return {"ref": "ours", "action": "block", "expression": f'(http.host in {{"{HOST}"}} and not {admitted})'}
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode()
-
-
-class PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """`curl --resolve`: the hostname for SNI, the server certificate and the Host header; TCP to 127.0.0.1 from
-    the `source` address."""
-
-    def __init__(self, hostname: str, port: int, *, context: ssl.SSLContext, source: str) -> None:
-        super().__init__(hostname, port, context=context, timeout=10)
-        self.source = source
-
-    def connect(self) -> None:
-        sock = socket.create_connection(("127.0.0.1", self.port), self.timeout, (self.source, 0))
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
-
-
-@dataclass
-class Client:
-    port: int
-    ca_path: Path  # the edge CA, as curl's --cacert
-    directory: Path
-
-    def call(
-        self,
-        path: str = "/",
-        *,
-        certificate: Issued | None = None,
-        method: str = "GET",
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        source: str = "127.0.0.1",
-    ) -> Answer:
-        context = ssl.create_default_context(cafile=str(self.ca_path))
-        if certificate is not None:
-            certificate_path, key_path = certificate.write(self.directory, f"client-{id(certificate)}")
-            context.load_cert_chain(certificate_path, key_path)
-        connection = PinnedHTTPSConnection(HOST, self.port, context=context, source=source)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return Answer(response.status, response.read())
-        finally:
-            connection.close()
 
 
 @pytest.fixture
