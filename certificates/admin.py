@@ -163,7 +163,8 @@ class CertificateAdmin(ServiceActionsAdmin[Certificate]):
             lambda c: services.certificate_revoke(
                 certificate=c, origin=origin_of(request), reason=form.cleaned_data["reason"]
             ),
-            "revoked (pending at Cloudflare)",
+            # A portal CA's revocation is final at once; Cloudflare's managed CA finishes its own a little later.
+            "revoked (those of Cloudflare's managed CA pending there until Cloudflare finishes)",
         )
         return None
 
