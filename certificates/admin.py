@@ -164,7 +164,7 @@ class CertificateAdmin(ServiceActionsAdmin[Certificate]):
                 certificate=c, origin=origin_of(request), reason=form.cleaned_data["reason"]
             ),
             # A portal CA's revocation is final at once; Cloudflare's managed CA finishes its own a little later.
-            "revoked (those of Cloudflare's managed CA pending there until Cloudflare finishes)",
+            "revoked (pending at Cloudflare)" if queryset.filter(authority__isnull=True).exists() else "revoked",
         )
         return None
 
