@@ -359,3 +359,20 @@ def test_a_managed_ca_certificate_says_so_and_has_no_crl(emulator, api, alice):
         "ca_certificate_url": None,
         "crl_url": None,
     }
+
+
+def test_an_admin_revokes_portal_certificates_at_once_with_the_reason(portal_ca, alice, charlie, mailoutbox):
+    from tests.support.accounts import signed_in
+
+    certificate = issue(alice)
+    staff = signed_in(charlie)
+    selection = {"action": "revoke_selected", "_selected_action": [certificate.pk], "reason": "contractor left"}
+
+    done = staff.post("/admin/certificates/certificate/", selection, follow=True)
+
+    assert b"1 certificate revoked." in done.content
+    certificate.refresh_from_db()
+    assert certificate.status == Certificate.Status.REVOKED
+    event = certificate.events.get(action=AuditEvent.Action.REVOKED)
+    assert (event.actor, event.detail) == (charlie, {"reason": "contractor left"})
+    assert [message.to for message in mailoutbox] == [[alice.email]]
