@@ -19,6 +19,10 @@ Reports the rules by kind and the median of:
   cold      compile_rules with no previous placement and an empty allowlist cache
   warm      one user's allowlist changed, with the placement of the rules in the zone (a sync)
   revoke    one more certificate revoked (its serial joins a deny rule), likewise
+and, with --database, the sync's reading of that zone from the database (certificates.firewall.sync.
+firewall_inputs, SQLite in a temporary directory, as bench/harness.py sets it up): 50,000 certificates (the
+30,000 usable, 1,000 revoked and 100 managed-CA ones above, and 18,900 portal-CA ones that expired or were
+revoked and expired), 10,000 owner tags, 20,000 allowlist entries.
 """
 
 from __future__ import annotations
@@ -140,6 +144,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="*", default=[100, 1_000, 5_000, 10_000])
     parser.add_argument("--portal-ca-only", action="store_true", help="only the portal CA scenario")
+    parser.add_argument("--database", action="store_true", help="also time reading the portal CA zone's inputs")
     args = parser.parse_args()
 
     print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
@@ -150,6 +155,8 @@ def main() -> None:
     if not args.portal_ca_only:
         managed_ca(args.sizes, args.runs)
     portal_ca(args.runs)
+    if args.database:
+        database_inputs(args.runs)
 
 
 def managed_ca(sizes: list[int], runs: int) -> None:
@@ -224,6 +231,92 @@ def portal_ca(runs: int) -> None:
         f"  (of the {ENTERPRISE_RULES:,} rules of Enterprise; rules rewritten: the warm run "
         f"{len(set(rules) ^ set(warm_rules)) // 2}, the revoke run {len(set(rules) ^ set(revoke_rules)) // 2})",
     )
+
+
+def database_inputs(runs: int) -> None:
+    from harness import setup_django
+
+    setup_django()
+    from certificates.firewall.sync import firewall_inputs
+
+    zone = "2" * 32
+    rows = populate_portal_zone(zone)
+    seconds, cpu, data = timed(lambda: firewall_inputs(zone_id=zone), runs)
+    assert isinstance(data, FirewallInputs)
+    print()
+    print(f"reading the portal CA zone from the database ({rows:,} certificates, SQLite): firewall_inputs")
+    print(f"{'seconds':>9} {'cpu':>9} {'bindings':>9} {'denied':>9} {'allowed':>9}")
+    print(
+        f"{seconds:>9.3f} {cpu:>9.3f} {len(data.bindings):>9} {len(data.denied_serials):>9} "
+        f"{len(data.allowed_fingerprints):>9}"
+    )
+
+
+def populate_portal_zone(zone: str, users: int = 10_000, seed: int = 3) -> int:
+    """The portal CA scenario's zone as rows: returns how many certificates it holds."""
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from certificates.models import AllowlistEntry, Certificate, CertificateAuthority, OwnerSerialTag, Zone
+
+    rng = random.Random(seed)
+    now = timezone.now()
+    Zone.objects.create(zone_id=zone, serial_marker=MARKER)
+    authority = CertificateAuthority.objects.create(
+        name="bench",
+        status=CertificateAuthority.Status.TRUSTED,
+        key_algorithm="ec-p256",
+        certificate_pem="-",
+        encrypted_key="-",
+        subject_key_identifier=PORTAL_SKI,
+        subject="CN=bench",
+        not_before=now,
+        not_after=now + timedelta(days=3650),
+    )
+    user_model = get_user_model()
+    owners = user_model.objects.bulk_create(
+        [user_model(username=f"bench{n}", email=f"bench{n}@example.com") for n in range(users)], batch_size=2000
+    )
+    tags = [f"{tag:08X}" for tag in rng.sample(range(2**32), users)]
+    OwnerSerialTag.objects.bulk_create(
+        [OwnerSerialTag(user=owner, tag=tag) for owner, tag in zip(owners, tags, strict=True)], batch_size=2000
+    )
+    AllowlistEntry.objects.bulk_create(
+        [
+            AllowlistEntry(owner=owner, network=net)
+            for owner in owners
+            for net in {network(rng) for _ in range(rng.randint(1, 3))}
+        ],
+        batch_size=2000,
+    )
+
+    def row(index: int, status: str, days: int, managed: bool = False) -> Certificate:
+        owner = owners[index % users]
+        return Certificate(
+            owner=owner,
+            name="bench",
+            zone_id=zone,
+            authority=None if managed else authority,
+            status=status,
+            csr="-",
+            public_key_sha256="0" * 64,
+            key_type="ec-p256",
+            common_name=f"portal-user-{owner.pk}",
+            validity_days=30,
+            fingerprint_sha256=fingerprint(rng),
+            serial_number="" if managed else MARKER + tags[index % users] + f"{rng.getrandbits(80):020X}",
+            expires_on=now + timedelta(days=days),
+        )
+
+    active, revoked = Certificate.Status.ACTIVE, Certificate.Status.REVOKED
+    certificates = [row(index, active, 30) for index in range(3 * users)]
+    certificates += [row(rng.randrange(users), revoked, 30) for _ in range(1_000)]
+    certificates += [row(rng.randrange(users), active, 300, managed=True) for _ in range(100)]
+    certificates += [row(rng.randrange(users), rng.choice([active, revoked]), -1) for _ in range(18_900)]
+    Certificate.objects.bulk_create(certificates, batch_size=2000)
+    return len(certificates)
 
 
 if __name__ == "__main__":

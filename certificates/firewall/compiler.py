@@ -356,12 +356,11 @@ def _user_ids_in(description: str) -> frozenset[int] | None:
 def compile_rules(
     inputs: FirewallInputs, *, prefix: str, max_rules: int, previous: Placement | None = None
 ) -> CompiledRules:
-    """The portal's desired rules, base first, then the issuer rule, deny ranges, allow ranges and binding rules,
-    as many as fit.
+    """The portal's desired rules: base, issuer, deny ranges, allow ranges, binding rules, as many as fit.
 
-    Raises ``RuleBudgetExceeded`` when not even the base rule fits, and ``FirewallCompileError`` for inputs
-    no rule can express (malformed fingerprint, serial or key identifier, duplicate user, hostnames too long to
-    leave room for anything else).
+    Raises ``RuleBudgetExceeded`` when not even the base rule fits, and ``FirewallCompileError`` for inputs no rule
+    can express (malformed fingerprint, serial or key identifier, duplicate user, hostnames too long to leave room
+    for anything else).
     """
     if not prefix:
         raise FirewallCompileError("the rule ref prefix must not be empty: it is how the portal's rules are found")
@@ -376,12 +375,10 @@ def compile_rules(
         )
     previous = previous or Placement()
     scope = _scope(hostnames)
-    issuers = sorted(set(_normalized_hex(ski, _SKI, "a Subject Key Identifier") for ski in inputs.portal_issuers))
-    marker = _normalized_serial_prefix(inputs.serial_marker) if inputs.serial_marker.strip() else ""
+    issuers, marker = _portal_cas(inputs)
 
-    head_count = 2 if issuers else 1  # the base rule and the issuer rule
-    room = max_rules - head_count
-    denied = sorted(set(_normalized_hex(serial, _SERIAL, "a certificate serial") for serial in inputs.denied_serials))
+    room = max_rules - (2 if issuers else 1)  # after the base rule and the issuer rule
+    denied = sorted({_normalized_hex(serial, _SERIAL, "a certificate serial") for serial in inputs.denied_serials})
     deny_ranges = _deny_ranges(scope, denied, previous.deny, room=room)
     # With a portal CA trusted the allow rules judge only the other issuers' certificates.
     allow_base = And(scope, Not(CERT_ISSUER_SKI.in_(StringSet(issuers)))) if issuers else scope
@@ -391,36 +388,44 @@ def compile_rules(
     bind_bins = sorted(_pack_bindings(scope, clauses, previous, max_rules).items())
 
     # Built once the ranges have checked that the hostnames leave room in a rule, which says so clearly.
-    head = [
-        _rule(prefix + BASE, And(scope, Or(Not(CERT_VERIFIED.is_true()), CERT_REVOKED.is_true())), BASE_DESCRIPTION)
-    ]
-    if issuers:
-        head.append(_issuer_rule(prefix, scope, issuers, marker))
-    free = max_rules
-    kept_head, free = head[:free], max(0, free - len(head))
-    kept_deny, free = deny_ranges[:free], free - len(deny_ranges[:free])
-    kept_allow, free = allow_ranges[:free], free - len(allow_ranges[:free])
-    kept_bins = bind_bins[:free]
+    head = _head_rules(prefix, scope, issuers, marker)
+    heads, denies, allows, binds = _within(max_rules, [len(head), len(deny_ranges), len(allow_ranges), len(bind_bins)])
     left_out = LeftOut(
-        allow_ranges=len(allow_ranges) - len(kept_allow),
-        user_ids=tuple(_unique_users(clause for _, members in bind_bins[len(kept_bins) :] for clause in members)),
+        allow_ranges=len(allow_ranges) - allows,
+        user_ids=tuple(_unique_users(clause for _, members in bind_bins[binds:] for clause in members)),
         needed=len(head) + len(deny_ranges) + len(allow_ranges) + len(bind_bins),
         allowed=max_rules,
-        denied_serials=sum(len(serials) for _, _, serials in deny_ranges[len(kept_deny) :]),
-        issuer_rule=len(kept_head) < len(head),
+        denied_serials=sum(len(serials) for _, _, serials in deny_ranges[denies:]),
+        issuer_rule=heads < len(head),
     )
-
-    rules = list(kept_head)
-    for low, _, serials in kept_deny:
-        rules.append(_deny_rule(prefix, scope, low, serials))
-    for low, high, fingerprints in kept_allow:
-        rules.append(_allow_rule(prefix, allow_base, low, high, fingerprints))
-    for number, members in kept_bins:
-        members.sort(key=_Clause.sort_key)
-        description = BIND_DESCRIPTION.format(users=" ".join(str(user) for user in _unique_users(members)))
-        expression = And(scope, Or(*(clause.expression for clause in members)))
-        rules.append(_rule(f"{prefix}{BIND}_{number}", expression, description))
+    rules = head[:heads]
+    rules += [_deny_rule(prefix, scope, low, serials) for low, _, serials in deny_ranges[:denies]]
+    rules += [_allow_rule(prefix, allow_base, *allow_range) for allow_range in allow_ranges[:allows]]
+    rules += [_bind_rule(prefix, scope, number, members) for number, members in bind_bins[:binds]]
     return CompiledRules(rules, left_out)
+
+
+def _within(max_rules: int, wanted: Sequence[int]) -> list[int]:
+    """How many rules of each kind, in order of priority, fit in ``max_rules``: the first kinds in full."""
+    kept: list[int] = []
+    for count in wanted:
+        kept.append(min(count, max_rules - sum(kept)))
+    return kept
+
+
+def _portal_cas(inputs: FirewallInputs) -> tuple[list[str], str]:
+    """The trusted portal CAs' key identifiers and the zone's marker, normalized."""
+    issuers = sorted({_normalized_hex(ski, _SKI, "a Subject Key Identifier") for ski in inputs.portal_issuers})
+    marker = _normalized_serial_prefix(inputs.serial_marker) if inputs.serial_marker.strip() else ""
+    return issuers, marker
+
+
+def _head_rules(prefix: str, scope: Expression, issuers: Sequence[str], marker: str) -> list[DesiredRule]:
+    base = And(scope, Or(Not(CERT_VERIFIED.is_true()), CERT_REVOKED.is_true()))
+    head = [_rule(prefix + BASE, base, BASE_DESCRIPTION)]
+    if issuers:
+        head.append(_issuer_rule(prefix, scope, issuers, marker))
+    return head
 
 
 def _issuer_rule(prefix: str, scope: Expression, issuers: Sequence[str], marker: str) -> DesiredRule:
@@ -430,6 +435,13 @@ def _issuer_rule(prefix: str, scope: Expression, issuers: Sequence[str], marker:
         return _rule(prefix + ISSUER, And(scope, from_portal_ca), ISSUER_UNUSED_DESCRIPTION)
     expression = And(scope, from_portal_ca, Not(CERT_SERIAL.starts_with(marker)))
     return _rule(prefix + ISSUER, expression, ISSUER_DESCRIPTION.format(marker=marker))
+
+
+def _bind_rule(prefix: str, scope: Expression, number: int, members: list[_Clause]) -> DesiredRule:
+    members.sort(key=_Clause.sort_key)
+    description = BIND_DESCRIPTION.format(users=" ".join(str(user) for user in _unique_users(members)))
+    expression = And(scope, Or(*(clause.expression for clause in members)))
+    return _rule(f"{prefix}{BIND}_{number}", expression, description)
 
 
 def _deny_rule(prefix: str, scope: Expression, low: str, serials: list[str]) -> DesiredRule:
