@@ -307,9 +307,9 @@ class Field:
 
     def starts_with(self, prefix: str) -> Expression:
         """``f ge "<prefix>" and f lt "<prefix with its last character one higher>"``: a prefix test with string
-        order alone (see ``Lower.starts_with``). The portal tests uppercase hex serials this way: the character
-        after "9" is ":" and after "F" is "G", both above every hex digit that may follow, so a value with the
-        prefix sorts below the bound and no other hex value of that length does."""
+        order alone (see ``Lower.starts_with``), exact for every value, since no character lies between a
+        character and the next one. The bound need not be a value itself: for the portal's uppercase hex serials
+        the character after "9" is ":" and after "F" is "G"."""
         self._require_type("STRING", "starts_with")
         if not prefix:
             raise ExpressionError("a prefix must not be empty")
