@@ -201,7 +201,7 @@ def requests_for(draw: st.DrawFn, zone: Zone) -> Request:
     elif kind == "none":
         return Request(host=host, ip=draw(st.ip_addresses()), verified=False, presented=draw(st.booleans()))
     else:
-        # Another issuer the account trusts; it may even copy a member's serial or fingerprint-free identity.
+        # Another issuer the account trusts: it may even sign with a member's serial, which alone passes nothing.
         copied = member.portal if member and member.portal else [serial(zone.issued_marker + "00000000", rng)]
         identity = {"serial": draw(st.sampled_from(copied)), "issuer_ski": draw(skis)}
     identity.setdefault("fingerprint", fp(rng))
