@@ -305,6 +305,16 @@ class Field:
         self._require_type("STRING" if isinstance(set_, StringSet) else "IP", "in")
         return Comparison(self, "in", set_.render())
 
+    def starts_with(self, prefix: str) -> Expression:
+        """``f ge "<prefix>" and f lt "<prefix with its last character one higher>"``: a prefix test with string
+        order alone (see ``Lower.starts_with``), exact for every value, since no character lies between a
+        character and the next one. The bound need not be a value itself: for the portal's uppercase hex serials
+        the character after "9" is ":" and after "F" is "G"."""
+        self._require_type("STRING", "starts_with")
+        if not prefix:
+            raise ExpressionError("a prefix must not be empty")
+        return And(Comparison(self, "ge", quote(prefix)), Comparison(self, "lt", quote(_successor(prefix))))
+
     def is_true(self) -> FieldIsTrue:
         self._require_type("BOOL", "is_true")
         return FieldIsTrue(self)
@@ -352,8 +362,13 @@ class Lower:
         test with string order alone, which every plan has (functions such as starts_with() are not on all)."""
         if not prefix or prefix != prefix.lower():
             raise ExpressionError("a prefix of lower(...) must be non-empty and lowercase")
-        above = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        return And(Comparison(self, "ge", quote(prefix)), Comparison(self, "lt", quote(above)))
+        return And(Comparison(self, "ge", quote(prefix)), Comparison(self, "lt", quote(_successor(prefix))))
+
+
+def _successor(prefix: str) -> str:
+    """The shortest string above every string that starts with ``prefix``: its last character one higher. (A
+    prefix ending in "~" would need DEL, which ``quote`` refuses: no value the portal tests ends so.)"""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -49,8 +49,10 @@ def allowlist_status(*, user: AbstractBaseUser, zone_id: str) -> AllowlistStatus
 
 
 def awaiting_the_edge(certificates: Iterable[Certificate], *, zone_id: str) -> set[int]:
-    """The usable certificates the last successful sync had not read: the edge admits only the certificates the
-    allow rules list, so a new (or newly adopted or reactivated) one works once the sync after it has run.
+    """The usable certificates the last successful sync had not read: the edge admits only the managed-CA
+    certificates the allow rules list, so a new (or newly adopted or reactivated) one works once the sync after it
+    has run. A portal CA's certificate works at once, but its owner's networks apply to it by the serial prefix in
+    the binding rules, which the sync writes when the owner holds a first one.
 
     A certificate's `updated_at` moves only with its status, and every status change queues a sync.
     """
@@ -89,19 +91,30 @@ class SyncTrouble:
     left_out_allow_ranges: int
     left_out_reason: str
     last_error: str
+    # Portal CA (compiler.py): denied certificates that still pass, and whether the issuer rule is missing.
+    left_out_denied_serials: int = 0
+    left_out_issuer_rule: bool = False
 
     @property
     def left_anything_out(self) -> bool:
-        return bool(self.left_out_users or self.left_out_allow_ranges)
+        return bool(
+            self.left_out_users
+            or self.left_out_allow_ranges
+            or self.left_out_denied_serials
+            or self.left_out_issuer_rule
+        )
 
     def summary(self) -> str:
         """One line for the admin index and check_cloudflare."""
         parts = []
         if self.left_anything_out:
-            parts.append(
-                f"the last firewall sync left out {len(self.left_out_users)} user(s)' networks and "
-                f"{self.left_out_allow_ranges} allow range(s): {self.left_out_reason}"
-            )
+            items = [f"{len(self.left_out_users)} user(s)' networks", f"{self.left_out_allow_ranges} allow range(s)"]
+            if self.left_out_denied_serials:
+                items.append(f"{self.left_out_denied_serials} denied portal-CA certificate(s), which still pass")
+            if self.left_out_issuer_rule:
+                items.append("the portal CA issuer rule")
+            listed = ", ".join(items[:-1]) + " and " + items[-1]
+            parts.append(f"the last firewall sync left out {listed}: {self.left_out_reason}")
         if self.last_error:
             parts.append("the last firewall sync failed")
         line = "; ".join(parts)
@@ -120,5 +133,7 @@ def sync_trouble(*, zone_id: str) -> SyncTrouble | None:
         left_out_allow_ranges=int(left_out.get("allow_ranges") or 0),
         left_out_reason=_left_out_reason(state),
         last_error=state.last_error,
+        left_out_denied_serials=int(left_out.get("denied_serials") or 0),
+        left_out_issuer_rule=bool(left_out.get("issuer_rule")),
     )
     return trouble if trouble.left_anything_out or trouble.last_error else None

@@ -15,9 +15,10 @@ How it writes:
   write; if it moved, the sync falls back to single-rule writes, deleting before adding only when the limit
   requires it.
 The zone's rule count never passes CLOUDFLARE_CUSTOM_RULES_LIMIT. When the desired rules do not fit, the
-compiler keeps the base rule, then allow ranges, then binding rules, and the sync records what it left out
-(FirewallState.left_out) and logs it. If Cloudflare still refuses an add for the limit (rules of zone custom
-rulesets count too, and the portal cannot list them), the sync plans again with one rule less.
+compiler keeps the base rule, then the issuer rule, deny ranges, allow ranges and binding rules (compiler.py), and
+the sync records what it left out (FirewallState.left_out) and logs it. If Cloudflare still refuses an add for
+the limit (rules of zone custom rulesets count too, and the portal cannot list them), the sync plans again with one
+rule less.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -35,6 +36,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Q
 from django.utils import timezone
 
+from certificates.authority import serials
 from certificates.cloudflare_client import get_cloudflare_client
 from certificates.enqueue import request_follow_up_sync
 from certificates.firewall.compiler import (
@@ -47,7 +49,7 @@ from certificates.firewall.compiler import (
     compile_rules,
     placement_of,
 )
-from certificates.models import AllowlistEntry, Certificate, FirewallState
+from certificates.models import AllowlistEntry, Certificate, CertificateAuthority, FirewallState, Zone
 from cloudflare import errors as cf_errors
 from cloudflare.client import CloudflareClient, before
 from cloudflare.models import Rule, Ruleset, RuleSpec
@@ -127,29 +129,86 @@ def _describe(rule: Rule) -> dict[str, Any]:
 
 
 def firewall_inputs(*, zone_id: str) -> FirewallInputs:
-    """What the rules must enforce, read from the database in two queries."""
+    """What the rules must enforce, read from the database in five queries, one per kind of fact (the zone's
+    marker, usable certificates, denied serials, allowlists, trusted portal CAs), whatever the zone's size."""
     now = timezone.now()
-    certificates = (
+    unexpired = Q(expires_on__isnull=True) | Q(expires_on__gt=now)
+    trusted = CertificateAuthority.Status.TRUSTED
+    marker = Zone.objects.filter(zone_id=zone_id).values_list("serial_marker", flat=True).first() or ""
+    usable = (
         Certificate.objects.filter(zone_id=zone_id, status__in=Certificate.USABLE, owner__is_active=True)
-        .exclude(fingerprint_sha256="")
-        .filter(Q(expires_on__isnull=True) | Q(expires_on__gt=now))
-        .values_list("owner_id", "fingerprint_sha256")
+        .filter(unexpired)
+        # A portal CA's certificates verify only while Cloudflare trusts the CA.
+        .filter(Q(authority__isnull=True) | Q(authority__status=trusted))
     )
-    usable: dict[int, list[str]] = {}
-    for owner_id, fingerprint in certificates:
-        usable.setdefault(owner_id, []).append(fingerprint)
+    identities = _usable_identities(
+        usable.values_list("owner_id", "authority_id", "fingerprint_sha256", "serial_number", "owner__serial_tag__tag"),
+        marker=marker,
+    )
+    denied = (
+        Certificate.objects.filter(zone_id=zone_id, authority__status=trusted)
+        .exclude(serial_number="")
+        .filter(unexpired)
+        .filter(~Q(status__in=Certificate.USABLE) | Q(owner__is_active=False))
+        .values_list("serial_number", flat=True)
+    )
     networks: dict[int, list[str]] = {}
-    for owner_id, network in AllowlistEntry.objects.filter(owner_id__in=usable).values_list("owner_id", "network"):
+    allowlists = AllowlistEntry.objects.filter(owner_id__in=usable.values("owner_id"))
+    for owner_id, network in allowlists.values_list("owner_id", "network"):
         networks.setdefault(owner_id, []).append(network)
     bindings = tuple(
-        UserBinding(user_id=owner_id, fingerprints=tuple(sorted(usable[owner_id])), networks=tuple(sorted(nets)))
+        UserBinding(
+            user_id=owner_id,
+            fingerprints=tuple(sorted(identities.bound.get(owner_id, ()))),
+            networks=tuple(sorted(nets)),
+            serial_prefix=identities.prefixes.get(owner_id, ""),
+        )
         for owner_id, nets in sorted(networks.items())
     )
+    issuers = CertificateAuthority.objects.filter(status=trusted).values_list("subject_key_identifier", flat=True)
     return FirewallInputs(
         hostnames=tuple(settings.PORTAL_API_HOSTNAMES),
-        allowed_fingerprints=tuple(sorted(fp for fingerprints in usable.values() for fp in fingerprints)),
+        allowed_fingerprints=tuple(sorted(identities.allowed)),
         bindings=bindings,
+        portal_issuers=tuple(sorted(issuers)),
+        serial_marker=marker,
+        denied_serials=tuple(sorted({*denied, *identities.unbound_serials(networks)})),
     )
+
+
+@dataclass
+class _Identities:
+    """How the rules know the usable certificates of a zone."""
+
+    allowed: list[str] = field(default_factory=list)  # managed CA: the allow rules list their fingerprints
+    bound: dict[int, list[str]] = field(default_factory=dict)  # per owner, fingerprints for the binding rules
+    prefixes: dict[int, str] = field(default_factory=dict)  # per owner, the serial prefix of their portal-CA ones
+    # Per owner, portal-CA certificates that neither the owner's prefix nor a fingerprint identifies (none should
+    # be): no binding rule can hold them.
+    unidentified: dict[int, list[str]] = field(default_factory=dict)
+
+    def unbound_serials(self, networks: Mapping[int, object]) -> list[str]:
+        """Fail closed: a certificate whose owner has an allowlist that no rule can apply to it does not pass."""
+        return [serial for owner_id, found in self.unidentified.items() if owner_id in networks for serial in found]
+
+
+def _usable_identities(rows: Iterable[tuple[int, int | None, str, str, str | None]], *, marker: str) -> _Identities:
+    identities = _Identities()
+    for owner_id, authority_id, fingerprint, serial, tag in rows:
+        if authority_id is None:
+            if fingerprint:
+                identities.allowed.append(fingerprint)
+                identities.bound.setdefault(owner_id, []).append(fingerprint)
+            continue
+        prefix = serials.owner_prefix(marker, tag) if marker and tag else ""
+        if prefix and serial.startswith(prefix):
+            identities.prefixes[owner_id] = prefix
+        elif fingerprint:
+            # Signed under another tag or marker (none should be): the owner's networks still apply, by fingerprint.
+            identities.bound.setdefault(owner_id, []).append(fingerprint)
+        elif serial:
+            identities.unidentified.setdefault(owner_id, []).append(serial)
+    return identities
 
 
 def firewall_plan(
@@ -270,8 +329,11 @@ def firewall_sync(*, zone_id: str, dry_run: bool = False, follow_up: int = 0) ->
             FirewallState.objects.filter(zone_id=zone_id, sync_requested_at=requested_at).update(sync_requested_at=None)
         if plan.left_out:
             logger.warning(
-                "Firewall sync of zone %s left out %d allow range(s) and the allowlists of user(s) %s: %s",
+                "Firewall sync of zone %s left out %s%d denied portal-CA serial(s), %d allow range(s) and the "
+                "allowlists of user(s) %s: %s",
                 zone_id,
+                "the issuer rule, " if plan.left_out.issuer_rule else "",
+                plan.left_out.denied_serials,
                 plan.left_out.allow_ranges,
                 ", ".join(str(user) for user in plan.left_out.user_ids) or "none",
                 plan.left_out.reason,
