@@ -152,20 +152,30 @@ def firewall_inputs(*, zone_id: str) -> FirewallInputs:
         .filter(~Q(status__in=Certificate.USABLE) | Q(owner__is_active=False))
         .values_list("serial_number", flat=True)
     )
+    issuers = CertificateAuthority.objects.filter(status=trusted).values_list("subject_key_identifier", flat=True)
     networks: dict[int, list[str]] = {}
-    allowlists = AllowlistEntry.objects.filter(owner_id__in=usable.values("owner_id"))
-    for owner_id, network in allowlists.values_list("owner_id", "network"):
+    tags: dict[int, str] = {}
+    # Owners of usable certificates, and every active owner of a serial tag: a tag is bound to its owner's networks
+    # before its first certificate is signed, so that certificate never passes from elsewhere, even before the
+    # sync that follows its issuance (certificates.services.authorities.owner_tag).
+    allowlists = AllowlistEntry.objects.filter(
+        Q(owner_id__in=usable.values("owner_id")) | Q(owner__is_active=True, owner__serial_tag__isnull=False)
+    )
+    for owner_id, network, tag in allowlists.values_list("owner_id", "network", "owner__serial_tag__tag"):
         networks.setdefault(owner_id, []).append(network)
+        if tag:
+            tags[owner_id] = tag
+    portal = bool(marker and issuers)
     bindings = tuple(
         UserBinding(
             user_id=owner_id,
             fingerprints=tuple(sorted(identities.bound.get(owner_id, ()))),
             networks=tuple(sorted(nets)),
-            serial_prefix=identities.prefixes.get(owner_id, ""),
+            serial_prefix=identities.prefixes.get(owner_id)
+            or (serials.owner_prefix(marker, tags[owner_id]) if portal and owner_id in tags else ""),
         )
         for owner_id, nets in sorted(networks.items())
     )
-    issuers = CertificateAuthority.objects.filter(status=trusted).values_list("subject_key_identifier", flat=True)
     return FirewallInputs(
         hostnames=tuple(settings.PORTAL_API_HOSTNAMES),
         allowed_fingerprints=tuple(sorted(identities.allowed)),

@@ -12,6 +12,7 @@ from certificates.enqueue import request_firewall_sync
 from certificates.firewall.compiler import allowlist_fits
 from certificates.models import AllowlistEntry, AuditEvent
 from certificates.services.audit import Origin, audit
+from certificates.services.authorities import owner_tag
 from certificates.services.errors import PolicyError
 
 
@@ -38,6 +39,8 @@ def allowlist_set(*, user: User, networks: list[str], origin: Origin) -> Checked
         AllowlistEntry.objects.bulk_create(
             [AllowlistEntry(owner=user, network=n) for n in checked.networks if n not in old]
         )
+        if checked.networks:
+            owner_tag(user)  # the rules bind the tag, so the user's next portal-CA certificate is bound at once
         audit(
             AuditEvent.Action.ALLOWLIST_CHANGED,
             origin,

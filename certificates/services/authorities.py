@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
@@ -27,7 +29,7 @@ from certificates.authority import keystore, pki, serials
 from certificates.authority.keystore import KeystoreError, SigningKey
 from certificates.cloudflare_client import get_cloudflare_client, get_zone_id
 from certificates.enqueue import request_firewall_sync, request_rotation_notices
-from certificates.models import AuditEvent, Certificate, CertificateAuthority, Zone
+from certificates.models import AuditEvent, Certificate, CertificateAuthority, OwnerSerialTag, Zone
 from certificates.services.audit import Origin, audit
 from certificates.services.cleaning import clean_name
 from certificates.services.errors import (
@@ -126,6 +128,34 @@ def zone_with_marker(zone_id: str) -> Zone:
         Zone.objects.filter(pk=zone.pk, serial_marker="").update(serial_marker=serials.new_marker())
         zone.refresh_from_db()
     return zone
+
+
+def owner_tag(user: User) -> str:
+    """The user's serial tag, made on first use; unique across users (a clash, 1 in 4 billion, draws again).
+
+    Made when the user first sets an allowlist (and when a portal CA becomes a zone's issuer, for every user with
+    one), not only at their first issuance: the binding rules tie a tag to its owner's networks, so a first
+    certificate is bound from the moment it is signed, not from the sync that follows."""
+    existing: str | None = OwnerSerialTag.objects.filter(user=user).values_list("tag", flat=True).first()
+    if existing is not None:
+        return existing
+    while True:
+        try:
+            with transaction.atomic():
+                return OwnerSerialTag.objects.create(user=user, tag=serials.new_tag()).tag
+        except IntegrityError:
+            existing = OwnerSerialTag.objects.filter(user=user).values_list("tag", flat=True).first()
+            if existing is not None:
+                return existing
+
+
+def owner_tags_for_allowlisted_users() -> None:
+    """Tags for every active user with an allowlist who has none yet (when a portal CA becomes an issuer)."""
+    waiting = (
+        get_user_model().objects.filter(is_active=True, allowlist__isnull=False, serial_tag__isnull=True).distinct()
+    )
+    for user in waiting:
+        owner_tag(user)
 
 
 # -- At Cloudflare: upload, hostname associations, removal (FACTS.md §3, §4) ---------------------------------------
@@ -459,6 +489,8 @@ def zone_set_issuer(*, zone_id: str, authority: CertificateAuthority | None, ori
         if not change.changed:
             return change
         Zone.objects.filter(pk=zone.pk).update(issuer=new)
+        if new is not None:
+            owner_tags_for_allowlisted_users()
         audit(
             AuditEvent.Action.ZONE_ISSUER_CHANGED,
             origin,

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -21,10 +21,10 @@ from certificates.authority import pki, serials
 from certificates.cloudflare_client import get_zone_id
 from certificates.csr import ValidatedCSR
 from certificates.enqueue import request_firewall_sync
-from certificates.models import AuditEvent, Certificate, CertificateAuthority, OwnerSerialTag
+from certificates.models import AuditEvent, Certificate, CertificateAuthority
 from certificates.policy import Subject, get_policy
 from certificates.services.audit import Origin, audit
-from certificates.services.authorities import authority_signing_key, zone_with_marker
+from certificates.services.authorities import authority_signing_key, owner_tag, zone_with_marker
 from certificates.services.errors import AuthorityUnavailableError
 from certificates.services.quotas import lock_user_for_issuance, refuse_known_key
 
@@ -116,21 +116,6 @@ def _subject_name(subject: Subject) -> x509.Name:
         (NameOID.COMMON_NAME, subject.common_name),
     ]
     return x509.Name([x509.NameAttribute(oid, value) for oid, value in parts if value])
-
-
-def owner_tag(user: User) -> str:
-    """The user's serial tag, made on first use; unique across users (a clash, 1 in 4 billion, draws again)."""
-    existing = OwnerSerialTag.objects.filter(user=user).values_list("tag", flat=True).first()
-    if existing is not None:
-        return existing
-    while True:
-        try:
-            with transaction.atomic():
-                return OwnerSerialTag.objects.create(user=user, tag=serials.new_tag()).tag
-        except IntegrityError:
-            existing = OwnerSerialTag.objects.filter(user=user).values_list("tag", flat=True).first()
-            if existing is not None:
-                return existing
 
 
 def crl_url(authority: CertificateAuthority) -> str:

@@ -22,6 +22,7 @@ from certificates.cloudflare_client import get_cloudflare_client
 from certificates.firewall.status import sync_trouble
 from certificates.firewall.sync import firewall_inputs, firewall_sync
 from certificates.models import AllowlistEntry, Certificate, CertificateAuthority, FirewallState, OwnerSerialTag
+from certificates.services import authorities
 from certificates.services.authorities import authority_create, authority_signing_key, zone_with_marker
 from cloudflare_emulator.evaluator import Request
 from tests.conftest import make_user
@@ -236,7 +237,8 @@ def test_a_certificate_outside_its_owners_prefix_is_still_bound_by_fingerprint(e
 
     (binding,) = firewall_inputs(zone_id=ZONE).bindings
 
-    assert binding.serial_prefix == ""
+    # Her tag's prefix is bound anyway (tags are bound before their first certificate), and the odd one by fingerprint.
+    assert binding.serial_prefix == zone_with_marker(ZONE).serial_marker + tag_of(alice)
     assert binding.fingerprints == (odd.row.fingerprint_sha256,)
     firewall_sync(zone_id=ZONE)
     assert blocked(pushed(), odd.at("198.51.100.1"))
@@ -292,3 +294,34 @@ def test_a_zone_too_short_for_the_deny_rules_says_so(emulator, ca, alice, settin
     trouble = sync_trouble(zone_id=ZONE)
     assert trouble is not None
     assert "1 denied portal-CA certificate(s), which still pass" in trouble.summary()
+
+
+def test_a_users_first_portal_certificate_is_bound_to_their_networks_before_any_sync_after_it(
+    emulator, ca, alice, charlie
+):
+    """The sync that follows an issuance takes seconds; the certificate must not pass from elsewhere meanwhile."""
+    authorities.zone_set_issuer(zone_id=ZONE, authority=ca, origin=services.Origin(actor=charlie))
+    services.allowlist_set(user=alice, networks=["198.51.100.0/24"], origin=services.Origin(actor=alice))
+    firewall_sync(zone_id=ZONE)  # the allowlist's sync: before alice has any certificate
+
+    key = make_key()
+    row = services.certificate_issue(
+        user=alice, csr=policy_csr(alice, key=key), validity_days=30, name="first", origin=services.Origin(alice)
+    )
+    first = Signed(row, x509.load_pem_x509_certificate(row.certificate_pem.encode()))
+    rules = pushed()  # no sync since the issuance
+    assert not blocked(rules, first.at("198.51.100.7"))
+    assert blocked(rules, first.at("203.0.113.9"))
+
+
+def test_a_zone_switched_to_a_portal_ca_binds_every_user_who_already_had_an_allowlist(emulator, ca, alice, charlie):
+    AllowlistEntry.objects.create(owner=alice, network="198.51.100.0/24")  # set before portal CAs existed: no tag
+    authorities.zone_set_issuer(zone_id=ZONE, authority=ca, origin=services.Origin(actor=charlie))
+    firewall_sync(zone_id=ZONE)
+
+    row = services.certificate_issue(
+        user=alice, csr=policy_csr(alice), validity_days=30, name="first", origin=services.Origin(alice)
+    )
+    first = Signed(row, x509.load_pem_x509_certificate(row.certificate_pem.encode()))
+    assert blocked(pushed(), first.at("203.0.113.9"))
+    assert not blocked(pushed(), first.at("198.51.100.7"))
