@@ -95,7 +95,8 @@ class EpochSeconds(Func):
 def _entries(authority: CertificateAuthority, now: datetime) -> list[pki.RevokedEntry]:
     """Revoked certificates until they expire (RFC 5280 lets a CRL drop them then), and the usable certificates of
     deactivated owners, on hold."""
-    unexpired = Certificate.objects.filter(authority=authority, expires_on__gt=now)
+    # Unordered: a CRL's entries need no order, and sorting 10,000 rows by the model's ordering costs 5 ms.
+    unexpired = Certificate.objects.filter(authority=authority, expires_on__gt=now).order_by()
     revoked = unexpired.filter(status=Certificate.Status.REVOKED).values_list(
         "serial_number", EpochSeconds(Coalesce("revoked_at", "updated_at"))
     )
