@@ -182,7 +182,8 @@ def main() -> None:
         "digits (144 bits, certificates.authority.serials). Certificates made with bulk_create, revoked, unexpired.",
         f"Database: {described}.",
     ]
-    text = header("Portal CA: CRL build time and size", COMMAND) + f"# load average before the run: {load:.2f}\n"
+    loads = f"# load average (1 min) before the run: {load:.2f}\n"
+    text = header("Portal CA: CRL build time and size", COMMAND) + loads
     write_result("crl.txt", text + "\n".join(lines) + "\n")
 
 

@@ -59,14 +59,20 @@ RATE_WINDOW = 300.0  # the emulator's rate-limit window: hits older than this le
 
 @dataclass(frozen=True)
 class Run:
-    mode: str  # "portal CA" or "managed CA"
+    # "portal CA", "managed CA", or "read only": with the portal CA, each client reads the certificate it made
+    # while warming up (GET /api/v1/certificates/<id>: the token and one query), the stack's own cost, for scale.
+    mode: str
     clients: int
-    per_client: int  # timed issuances of each client
+    per_client: int  # timed requests of each client
     existing: int = 0  # certificates of other users in the zone before the run (a tenth revoked, in the CRL)
 
     @property
     def portal_ca(self) -> bool:
-        return self.mode == "portal CA"
+        return self.mode != "managed CA"
+
+    @property
+    def read_only(self) -> bool:
+        return self.mode == "read only"
 
 
 # The managed CA's runs fit its 100-certificate zone, warm-up included.
@@ -76,6 +82,7 @@ RUNS = [
     Run("portal CA", 1, 600, existing=100_000),
     Run("managed CA", 1, 90),
     Run("managed CA", 8, 9),
+    Run("read only", 1, 600),
 ]
 DJANGO_CA = {1: 43.5, 8: 88.6}  # certificates/s through django-ca 3.2's API (issue 11)
 COMMAND = (
@@ -300,37 +307,49 @@ def make_csrs(subject: list[str], count: int) -> list[str]:
     ]
 
 
-def client(port: int, token: str, csrs: list[str], ready, start, results) -> None:  # type: ignore[no-untyped-def]
-    """One client: warm up, wait for the start, then issue its CSRs one after the other on one connection. Answers
-    other than 201 are counted by status and message, warm-up included."""
+def client(port: int, token: str, csrs: list[str], read_only: bool, ready, start, results) -> None:  # type: ignore[no-untyped-def]
+    """One client: warm up, wait for the start, then issue its CSRs one after the other on one connection (or read,
+    as often, the certificate issued last). Answers other than 201 and 200 are counted by status and message,
+    warm-up included."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     latencies: list[float] = []
     errors: dict[str, int] = {}
 
-    def issue(csr: str, *, timed: bool) -> None:
-        body = json.dumps({"csr": csr, "validity_days": 30, "name": "bench"})
+    issued: dict[str, object] = {}
+
+    def call(method: str, path: str, body: str | None, *, timed: bool) -> None:
         began = time.perf_counter()
-        connection.request("POST", "/api/v1/certificates", body=body, headers=headers)
+        connection.request(method, path, body=body, headers=headers)
         answer = connection.getresponse()
         content = answer.read()
-        if answer.status != 201:
+        if answer.status not in (200, 201):
             key = f"{answer.status} {content[:120].decode(errors='replace')}"
             errors[key] = errors.get(key, 0) + 1
-        elif timed:
+            return
+        if timed:
             latencies.append(time.perf_counter() - began)
+        if method == "POST":
+            issued.update(json.loads(content))
+
+    def issue(csr: str, *, timed: bool) -> None:
+        body = json.dumps({"csr": csr, "validity_days": 30, "name": "bench"})
+        call("POST", "/api/v1/certificates", body, timed=timed)
 
     for csr in csrs[:WARM_UP]:
         issue(csr, timed=False)
     ready.wait()
     start.wait()
     for csr in csrs[WARM_UP:]:
-        issue(csr, timed=True)
+        if read_only:
+            call("GET", f"/api/v1/certificates/{issued['id']}", None, timed=True)
+        else:
+            issue(csr, timed=True)
     results.put((latencies, errors, time.perf_counter()))
 
 
 def run_clients(
-    port: int, users: list[dict[str, object]], per_client: int, *, warmed_up: Callable[[], None]
+    port: int, users: list[dict[str, object]], spec: Run, *, warmed_up: Callable[[], None]
 ) -> tuple[float, list[float], dict[str, int]]:
     """Runs the clients; `warmed_up` is called once they all have, before the clock starts."""
     context = multiprocessing.get_context("fork")
@@ -339,8 +358,10 @@ def run_clients(
     results = context.Queue()
     processes = []
     for user in users:
-        csrs = make_csrs(list(user["subject"]), per_client + WARM_UP)  # type: ignore[arg-type]
-        process = context.Process(target=client, args=(port, user["token"], csrs, ready, start, results))
+        csrs = make_csrs(list(user["subject"]), WARM_UP if spec.read_only else WARM_UP + spec.per_client)  # type: ignore[arg-type]
+        csrs += [""] * (WARM_UP + spec.per_client - len(csrs))  # a read needs no CSR
+        arguments = (port, user["token"], csrs, spec.read_only, ready, start, results)
+        process = context.Process(target=client, args=arguments)
         process.start()
         processes.append(process)
     ready.wait(timeout=120)
@@ -378,7 +399,7 @@ def run(database: Database, run_dir: Path, redis_url: str | None, spec: Run) -> 
         stack.start_web()
         hits_before: list[int] = []
         seconds, latencies, errors = run_clients(
-            stack.web_port, users, spec.per_client, warmed_up=lambda: hits_before.append(stack.emulator_hits())
+            stack.web_port, users, spec, warmed_up=lambda: hits_before.append(stack.emulator_hits())
         )
         if seconds >= RATE_WINDOW:
             raise SystemExit("the run outlasted the emulator's rate-limit window: its Cloudflare count is incomplete")
@@ -404,7 +425,7 @@ def report(outcomes: list[Outcome], *, database: str, redis_url: str | None) -> 
     ]
     for o in outcomes:
         rate = DJANGO_CA.get(o.run.clients)
-        if not o.run.portal_ca or rate is None:
+        if o.run.mode != "portal CA" or rate is None:
             continue
         ours = o.issued / o.seconds
         met = "met" if ours >= 2 * rate and o.cloudflare_calls == 0 else "NOT met"
@@ -424,6 +445,8 @@ def report(outcomes: list[Outcome], *, database: str, redis_url: str | None) -> 
         "Per-user limits raised for the bench: CERTIFICATE_ISSUE_RATE_LIMIT=1000000/h, CERTIFICATE_MAX_ACTIVE_PER_USER",
         "=1000000; every other check runs (admission, the user's lock, rate and maximum, the duplicate-key check).",
         '"in zone": certificates of 1,000 other users in the zone before the run, a tenth revoked (in the CRL).',
+        '"read only": the client reads the certificate it issued while warming up, GET /api/v1/certificates/<id>',
+        "(the token and one query, no issuance): what any authenticated API request costs on this machine.",
         "Cloudflare calls: API requests the in-process emulator admitted during the timed phase. No Celery worker",
         "runs: the firewall syncs the issuances queued (debounced, one per zone per 5 s) stay queued, counted in the",
         "last column; each would cost 1 read and 1 write (bench/results/sync.txt), for any number of issuances.",
@@ -459,7 +482,8 @@ def main() -> None:
         database.drop(f"{DATABASE}_template")
         shutil.rmtree(run_dir, ignore_errors=True)
     title = "Issuance through POST /api/v1/certificates: portal CA and managed CA, 1 and 8 clients"
-    text = header(title, COMMAND) + f"# load average before the run: {load:.2f}\n"
+    loads = f"# load average (1 min) before the run: {load:.2f}, after: {os.getloadavg()[0]:.2f}\n"
+    text = header(title, COMMAND) + loads
     write_result("issuance.txt", text + report(outcomes, database=database.describe(DATABASE), redis_url=redis_url))
 
 
