@@ -168,6 +168,11 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS
 CELERY_TASK_PUBLISH_RETRY_POLICY
 CELERY_BEAT_SCHEDULE
 
+# certificates/services/crls.py: a database function's result type, and its SQLite form, which Django's compiler
+# calls by the backend's name
+output_field
+_.as_sqlite
+
 # portal/stand_ins.py: referenced from settings (dotted paths) or called by the framework
 EmulatedHeaderMiddleware
 

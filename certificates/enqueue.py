@@ -52,8 +52,10 @@ def request_firewall_sync(zone_id: str) -> None:
     here, or, if queueing fails (Redis down), the one beat queues for marked zones (sync_all_firewalls). Syncs
     requested within the debounce window collapse into one.
     """
-    FirewallState.objects.get_or_create(zone_id=zone_id)
-    FirewallState.objects.filter(zone_id=zone_id).update(sync_requested_at=timezone.now())
+    now = timezone.now()
+    # One statement once the zone has its row, which is every request but the zone's first.
+    if not FirewallState.objects.filter(zone_id=zone_id).update(sync_requested_at=now):
+        FirewallState.objects.update_or_create(zone_id=zone_id, defaults={"sync_requested_at": now})
 
     def enqueue() -> None:
         delay = settings.FIREWALL_SYNC_DEBOUNCE_SECONDS

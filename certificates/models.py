@@ -157,6 +157,9 @@ class Certificate(models.Model):
             models.Index(fields=("fingerprint_sha256",), name="certificate_fingerprint"),
             # The CRL of a portal CA: its revoked certificates.
             models.Index(fields=("authority", "status"), name="certificate_authority_status"),
+            # Every issuance: is this key in the zone already (services.quotas.refuse_known_key)? Without it the
+            # check reads every certificate of the zone.
+            models.Index(fields=("zone_id", "public_key_sha256"), name="certificate_zone_public_key"),
         ]
 
     def __str__(self) -> str:

@@ -24,7 +24,7 @@ from certificates.firewall.status import allowlist_status, awaiting_the_edge, sy
 from certificates.firewall.sync import firewall_preview
 from certificates.models import AccessRequest, ApiToken, AuditEvent, Certificate, CertificateAuthority, FirewallState
 from certificates.policy import get_policy
-from certificates.views_helpers import AuthenticatedHttpRequest, origin_of, own_certificate
+from certificates.views_helpers import AuthenticatedHttpRequest, issuer_of, origin_of, own_certificate
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def certificate_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
             "events": events,
             "adopted": adopted,
             "awaiting_the_edge": awaiting_the_edge([certificate], zone_id=certificate.zone_id),
+            "issuer": issuer_of(certificate),
         },
     )
 

@@ -11,10 +11,15 @@ nothing.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import BigIntegerField, Func
+from django.db.models.functions import Coalesce
+from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 
 from certificates.authority import pki
@@ -73,21 +78,38 @@ def crl_refresh(*, authority_id: int, force: bool = False) -> CertificateAuthori
         return authority
 
 
+class EpochSeconds(Func):
+    """Whole seconds since 1970 of a datetime: all a CRL keeps of a revocation's time (RFC 5280 encodes whole
+    seconds). Read as the database's integer, not as a datetime the driver parses: 10,000 of those took longer than
+    building and signing the whole CRL."""
+
+    output_field = BigIntegerField()
+    template = "CAST(FLOOR(EXTRACT(EPOCH FROM %(expressions)s)) AS BIGINT)"
+
+    def as_sqlite(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra: Any) -> tuple[str, Any]:
+        # strftime's %s, its % doubled twice: once for this template, once for the query's parameters.
+        template = "CAST(strftime('%%%%s', %(expressions)s) AS INTEGER)"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+
 def _entries(authority: CertificateAuthority, now: datetime) -> list[pki.RevokedEntry]:
     """Revoked certificates until they expire (RFC 5280 lets a CRL drop them then), and the usable certificates of
     deactivated owners, on hold."""
-    unexpired = Certificate.objects.filter(authority=authority, expires_on__gt=now)
+    # Unordered: a CRL's entries need no order, and sorting 10,000 rows by the model's ordering costs 5 ms.
+    unexpired = Certificate.objects.filter(authority=authority, expires_on__gt=now).order_by()
     revoked = unexpired.filter(status=Certificate.Status.REVOKED).values_list(
-        "serial_number", "revoked_at", "updated_at"
+        "serial_number", EpochSeconds(Coalesce("revoked_at", "updated_at"))
     )
     held = unexpired.filter(status__in=Certificate.USABLE, owner__is_active=False).values_list(
-        "serial_number", "updated_at"
+        "serial_number", EpochSeconds("updated_at")
     )
-    entries = [
-        pki.RevokedEntry(int(serial, 16), revoked_at or updated_at) for serial, revoked_at, updated_at in revoked
-    ]
-    entries += [pki.RevokedEntry(int(serial, 16), since, on_hold=True) for serial, since in held]
+    entries = [pki.RevokedEntry(int(serial, 16), _utc(seconds)) for serial, seconds in revoked]
+    entries += [pki.RevokedEntry(int(serial, 16), _utc(seconds), on_hold=True) for serial, seconds in held]
     return entries
+
+
+def _utc(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def crls_refresh_due() -> list[int]:

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from certificates.admission import admission_refusal, zone_issuer, zone_lock, zone_room
+from certificates.admission import admission_refusal, issuing_zone, zone_lock, zone_room
 from certificates.cloudflare_client import get_cloudflare_client, get_zone_id
 from certificates.csr import CSRError, ValidatedCSR, public_key_sha256_of_certificate, validate_csr
 from certificates.enqueue import request_firewall_sync, request_reconcile
@@ -55,11 +55,17 @@ def certificate_issue(*, user: User, csr: str, validity_days: int, name: str, or
     policy = get_policy()
     name = clean_name(name, what="certificate")
     validated = _validate_request(user=user, csr=csr, validity_days=validity_days, policy=policy)
-    authority = zone_issuer(get_zone_id())
-    if authority is not None:
+    zone = issuing_zone(get_zone_id())
+    if zone is not None and zone.issuer is not None:
         # A portal CA signs here and now: no Cloudflare call, nothing in flight.
         return certificate_sign(
-            user=user, validated=validated, validity_days=validity_days, name=name, authority=authority, origin=origin
+            user=user,
+            validated=validated,
+            validity_days=validity_days,
+            name=name,
+            zone=zone,
+            authority=zone.issuer,
+            origin=origin,
         )
     certificate = _reserve_slot(user=user, validated=validated, validity_days=validity_days, name=name, policy=policy)
     try:

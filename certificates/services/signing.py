@@ -18,10 +18,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from certificates.authority import pki, serials
-from certificates.cloudflare_client import get_zone_id
 from certificates.csr import ValidatedCSR
 from certificates.enqueue import request_firewall_sync
-from certificates.models import AuditEvent, Certificate, CertificateAuthority
+from certificates.models import AuditEvent, Certificate, CertificateAuthority, Zone
 from certificates.policy import Subject, get_policy
 from certificates.services.audit import Origin, audit
 from certificates.services.authorities import authority_signing_key, owner_tag, zone_with_marker
@@ -46,6 +45,7 @@ def certificate_sign(
     validated: ValidatedCSR,
     validity_days: int,
     name: str,
+    zone: Zone,
     authority: CertificateAuthority,
     origin: Origin,
 ) -> Certificate:
@@ -62,7 +62,8 @@ def certificate_sign(
     if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise AssertionError("validate_csr admits EC and RSA keys only")  # a bug if reached
     policy = get_policy()
-    zone = zone_with_marker(get_zone_id())
+    if not zone.serial_marker:
+        zone = zone_with_marker(zone.zone_id)
     with transaction.atomic():
         lock_user_for_issuance(user=user, policy=policy)
         refuse_known_key(zone_id=zone.zone_id, validated=validated)

@@ -26,8 +26,10 @@ export function fileNames(name) {
  * @param {string} [p.fingerprint] SHA-256 fingerprint (lowercase hex)
  * @param {string} [p.expiresOn] ISO date
  * @param {boolean} [p.legacyPkcs12]
+ * @param {{kind: string, name: string, ca_certificate_url: string|null, crl_url: string|null}} [p.issuer]
+ *   who signed the certificate, as the API says (a portal CA adds a section for the API's operators)
  */
-export function readmeText({ name, hostname, fingerprint, expiresOn, legacyPkcs12 = false }) {
+export function readmeText({ name, hostname, fingerprint, expiresOn, legacyPkcs12 = false, issuer }) {
   const f = fileNames(name);
   const host = hostname || "<api-hostname>";
   const lines = [
@@ -55,8 +57,29 @@ export function readmeText({ name, hostname, fingerprint, expiresOn, legacyPkcs1
     "Use with the PKCS#12 file (e.g. curl built with OpenSSL)",
     `  curl --cert-type P12 --cert ${f.pkcs12}:PASSWORD https://${host}/`,
     "",
+    ...originSection(issuer),
   ];
   return lines.join("\n");
+}
+
+/**
+ * For a certificate of the portal's own CA: where an origin gets the CA and its CRL. Cloudflare's managed CA
+ * cannot be downloaded, so its certificates get no such section.
+ */
+function originSection(issuer) {
+  if (!issuer || issuer.kind !== "portal_ca" || !issuer.ca_certificate_url || !issuer.crl_url) return [];
+  return [
+    "For the API's operators: checking this certificate at an origin",
+    `  It was signed by the portal's own CA, "${issuer.name}". A server that checks client certificates itself`,
+    "  needs that CA and its certificate revocation list (CRL):",
+    `  CA certificate (PEM)   ${issuer.ca_certificate_url}`,
+    `  CRL (DER)              ${issuer.crl_url}`,
+    `  CRL (PEM)              ${issuer.crl_url}.pem`,
+    "  The CRL changes whenever a certificate is revoked: fetch it again every few minutes and reload the",
+    '  server. The portal\'s README, "Origins: verifying portal-CA certificates and the CRL", shows how',
+    "  with nginx and with Python's ssl module.",
+    "",
+  ];
 }
 
 /**

@@ -189,6 +189,19 @@ test("the zip holds the key, certificate, PKCS#12 and a README naming the hostna
   assert.match(strFromU8(files["README.txt"]), /api\.example\.com/);
 });
 
+test("the zip's README carries the origin section when the API says a portal CA issued the certificate", () => {
+  const issuer = { kind: "portal_ca", name: "Example API CA", ca_certificate_url: "https://p.example/pki/ca-1.pem", crl_url: "https://p.example/pki/ca-1.crl" };
+  const generated = {
+    name: "laptop",
+    pkcs8: new Uint8Array([1, 2, 3]),
+    certificatePem: "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n",
+    issued: { fingerprint_sha256: "ab".repeat(32), expires_on: "2030-01-01T00:00:00Z", issuer },
+  };
+  const readme = (answer) => zipFiles({ generated: { ...generated, issued: answer }, pkcs12: new Uint8Array([9]), hostname: "api.example.com", legacyPkcs12: false })["README.txt"];
+  assert.match(readme(generated.issued), /checking this certificate at an origin[\s\S]*https:\/\/p\.example\/pki\/ca-1\.crl\n/);
+  assert.doesNotMatch(readme({ ...generated.issued, issuer: { kind: "cloudflare_managed", name: "Cloudflare managed CA", ca_certificate_url: null, crl_url: null } }), /at an origin/);
+});
+
 test("dates show in UTC; a value that is no date shows as it is", () => {
   assert.equal(formatDate("2030-01-02T03:04:05Z"), "Wed, 02 Jan 2030 03:04:05 UTC");
   assert.equal(formatDate("soon"), "soon");

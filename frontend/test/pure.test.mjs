@@ -72,6 +72,37 @@ test("README shows curl and requests with the first API hostname and warns about
   assert.ok(readmeText({ name: "x" }).includes("https://<api-hostname>/"));
 });
 
+const PORTAL_CA = {
+  kind: "portal_ca",
+  name: "Example API CA",
+  ca_certificate_url: "https://portal.example.com/pki/ca-3.pem",
+  crl_url: "https://portal.example.com/pki/ca-3.crl",
+};
+const MANAGED_CA = { kind: "cloudflare_managed", name: "Cloudflare managed CA", ca_certificate_url: null, crl_url: null };
+const ORIGIN_HEADING = "For the API's operators: checking this certificate at an origin";
+
+test("README of a portal-CA certificate tells origins where the CA and its CRL are", () => {
+  const text = readmeText({ name: "laptop", hostname: "api.example.com", issuer: PORTAL_CA });
+  const section = text.slice(text.indexOf(ORIGIN_HEADING));
+  assert.ok(text.includes(ORIGIN_HEADING));
+  assert.match(section, /"Example API CA"/);
+  assert.match(section, /CA certificate \(PEM\) +https:\/\/portal\.example\.com\/pki\/ca-3\.pem\n/);
+  assert.match(section, /CRL \(DER\) +https:\/\/portal\.example\.com\/pki\/ca-3\.crl\n/);
+  assert.match(section, /CRL \(PEM\) +https:\/\/portal\.example\.com\/pki\/ca-3\.crl\.pem\n/);
+});
+
+test("README: the client's instructions are the same whoever issued; only a portal CA adds the origin section", () => {
+  const base = { name: "laptop", hostname: "api.example.com", fingerprint: "ab".repeat(32), expiresOn: "2027-01-01T00:00:00Z" };
+  const plain = readmeText(base);
+  const managed = readmeText({ ...base, issuer: MANAGED_CA });
+  const portal = readmeText({ ...base, issuer: PORTAL_CA });
+  assert.equal(managed, plain, "Cloudflare's managed CA cannot be downloaded: nothing to tell origins");
+  assert.ok(!plain.includes(ORIGIN_HEADING));
+  assert.ok(portal.startsWith(plain), "the client's part comes first, unchanged");
+  // A portal CA the API describes without its URLs gets no section rather than one with "null" in it.
+  assert.equal(readmeText({ ...base, issuer: { ...PORTAL_CA, crl_url: null } }), plain);
+});
+
 test("zip holds the files byte for byte", () => {
   const bin = new Uint8Array([0, 1, 2, 255]);
   const zip = buildZip({ "a.key": "KEY\n", "a.p12": bin, "README.txt": "hello" });

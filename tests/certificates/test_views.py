@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 from django.utils.timezone import localtime
@@ -11,6 +16,7 @@ from certificates import services
 from certificates.models import ApiToken, AuditEvent, Certificate
 from tests.support.accounts import signed_in
 from tests.support.pki import policy_csr
+from tests.support.portal_ca import trusted_portal_ca
 
 
 @pytest.fixture
@@ -55,6 +61,42 @@ def test_the_detail_page_shows_the_history(issued, alice):
     assert response.status_code == 200
     assert b"Certificate issued" in response.content
     assert b'data-testid="revoke"' in response.content
+
+
+def test_the_detail_page_names_cloudflares_managed_ca_with_no_links(issued, alice):
+    response = logged_in(alice).get(reverse("certificates:detail", args=[issued.pk]))
+
+    assert response.context["issuer"]["kind"] == "cloudflare_managed"
+    assert b"Cloudflare managed CA" in response.content
+    assert b'data-testid="issuer-crl"' not in response.content  # Cloudflare publishes neither its CA nor a CRL
+
+
+def test_the_detail_page_of_a_portal_ca_certificate_links_the_ca_and_its_crl_for_origins(emulator, alice):
+    authority = trusted_portal_ca(name="Example API CA")
+    certificate = services.certificate_issue(
+        user=alice, csr=policy_csr(alice), validity_days=30, name="laptop", origin=services.Origin(actor=alice)
+    )
+    page = logged_in(alice).get(reverse("certificates:detail", args=[certificate.pk]))
+
+    links = {
+        name: re.search(rf'href="([^"]+)" data-testid="{name}"', page.content.decode()).group(1)
+        for name in ("issuer-ca", "issuer-crl", "issuer-crl-pem")
+    }
+    base = settings.PORTAL_BASE_URL
+    assert b"Example API CA" in page.content
+    assert links == {
+        "issuer-ca": f"{base}/pki/ca-{authority.pk}.pem",
+        "issuer-crl": f"{base}/pki/ca-{authority.pk}.crl",
+        "issuer-crl-pem": f"{base}/pki/ca-{authority.pk}.crl.pem",
+    }
+    # The links answer anyone (an origin has no session), with the CA and the CRL it signed.
+    anonymous = Client()
+    ca = x509.load_pem_x509_certificate(anonymous.get(links["issuer-ca"].removeprefix(base)).content)
+    crl = x509.load_der_x509_crl(anonymous.get(links["issuer-crl"].removeprefix(base)).content)
+    crl_pem = x509.load_pem_x509_crl(anonymous.get(links["issuer-crl-pem"].removeprefix(base)).content)
+    assert ca.subject == x509.load_pem_x509_certificate(certificate.certificate_pem.encode()).issuer
+    assert crl.is_signature_valid(ca.public_key())
+    assert crl_pem.public_bytes(serialization.Encoding.DER) == crl.public_bytes(serialization.Encoding.DER)
 
 
 def test_the_pem_download_is_the_certificate_and_is_audited(issued, alice):

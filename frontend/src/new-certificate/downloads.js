@@ -24,6 +24,7 @@ export function zipFiles({ generated, pkcs12, hostname, legacyPkcs12 }) {
       fingerprint: generated.issued.fingerprint_sha256,
       expiresOn: generated.issued.expires_on,
       legacyPkcs12,
+      issuer: generated.issued.issuer,
     }),
   };
 }
