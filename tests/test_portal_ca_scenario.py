@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import ssl
-import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +15,13 @@ from django.urls import reverse
 
 from certificates.firewall.sync import firewall_sync
 from certificates.models import Certificate, CertificateAuthority, Zone
+from cloudflare_emulator import Emulator
 from cloudflare_emulator.edge_server import Edge
 from tests.conftest import make_user
 from tests.emulator.certificates import Issued
 from tests.support.accounts import signed_in
 from tests.support.api import issue_via_api
-from tests.support.edge_client import Client
+from tests.support.edge_client import Client, serving_edge
 from tests.support.origin import Origin, ask, server_identity
 from tests.support.pki import make_key, policy_csr
 
@@ -33,14 +34,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def edge(emulator, tmp_path: Path):
-    edge = Edge(emulator=emulator, zone_id=ZONE, host="127.0.0.1", port=0, ca_path=tmp_path / "edge-ca.pem")
-    thread = threading.Thread(target=edge.serve_forever, daemon=True)
-    thread.start()
-    yield edge
-    edge.shutdown()
-    thread.join(timeout=10)
-    edge.close()
+def edge(emulator: Emulator, tmp_path: Path) -> Iterator[Edge]:
+    with serving_edge(emulator, ZONE, tmp_path) as edge:
+        yield edge
 
 
 def test_past_100_certificates_with_a_portal_ca_and_a_revocation_the_edge_and_origins_enforce(

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cloudflare_emulator import Emulator
 from cloudflare_emulator.edge_server import Edge
-from tests.support.edge_client import Answer, Client
+from tests.support.edge_client import Answer, Client, serving_edge
 
 from .certificates import Issued, key_and_csr, make_ca, make_leaf
 from .conftest import ACCOUNT, TOKEN, ZONE, Api, issue, make_api
@@ -67,13 +67,8 @@ def emulator(tmp_path: Path) -> Emulator:
 
 @pytest.fixture
 def edge(emulator: Emulator, tmp_path: Path) -> Iterator[Edge]:
-    edge = Edge(emulator=emulator, zone_id=ZONE, host="127.0.0.1", port=0, ca_path=tmp_path / "edge-ca.pem")
-    thread = threading.Thread(target=edge.serve_forever, daemon=True)
-    thread.start()
-    yield edge
-    edge.shutdown()
-    thread.join(timeout=10)
-    edge.close()
+    with serving_edge(emulator, ZONE, tmp_path) as edge:
+        yield edge
 
 
 @pytest.fixture

@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
 import ssl
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloudflare_emulator import Emulator
+from cloudflare_emulator.edge_server import Edge
 from tests.emulator.certificates import Issued
 
 HOST = "api.example.com"
@@ -69,3 +74,17 @@ class Client:
             return Answer(response.status, response.read())
         finally:
             connection.close()
+
+
+@contextlib.contextmanager
+def serving_edge(emulator: Emulator, zone_id: str, directory: Path) -> Iterator[Edge]:
+    """The emulator's HTTPS edge for the zone, served in a thread on a free port until the block ends."""
+    edge = Edge(emulator=emulator, zone_id=zone_id, host="127.0.0.1", port=0, ca_path=directory / "edge-ca.pem")
+    thread = threading.Thread(target=edge.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield edge
+    finally:
+        edge.shutdown()
+        thread.join(timeout=10)
+        edge.close()
