@@ -54,6 +54,12 @@ def crl_is_stale(authority: CertificateAuthority, now: datetime) -> bool:
 
 def crl_refresh(*, authority_id: int, force: bool = False) -> CertificateAuthority:
     """Rebuild the CA's CRL if it is stale (or `force`); returns the CA with its current CRL."""
+    if not force:
+        # Most fetches find it fresh: no row lock for them. A change not committed yet is not in the CRL anyway; its
+        # mark, once committed, makes the next fetch rebuild.
+        current = CertificateAuthority.objects.get(pk=authority_id)
+        if not crl_is_stale(current, timezone.now()):
+            return current
     with transaction.atomic():
         authority = CertificateAuthority.objects.select_for_update().get(pk=authority_id)
         now = timezone.now()

@@ -376,3 +376,13 @@ def test_an_admin_revokes_portal_certificates_at_once_with_the_reason(portal_ca,
     event = certificate.events.get(action=AuditEvent.Action.REVOKED)
     assert (event.actor, event.detail) == (charlie, {"reason": "contractor left"})
     assert [message.to for message in mailoutbox] == [[alice.email]]
+
+
+def test_fetching_a_fresh_crl_takes_no_row_lock(portal_ca, client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    fetch_crl(client, portal_ca)  # builds it
+    with CaptureQueriesContext(connection) as queries:
+        fetch_crl(client, portal_ca)
+    assert not [query for query in queries.captured_queries if "FOR UPDATE" in query["sql"].upper()]
