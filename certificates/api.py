@@ -20,13 +20,13 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.urls import URLPattern, URLResolver, re_path, reverse
 from django.views.decorators.csrf import csrf_exempt
 from kombu.exceptions import OperationalError as BrokerError
-from ninja import NinjaAPI, Schema, Status
+from ninja import NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import Field
 from redis.exceptions import RedisError
 
-from certificates import admission, services
+from certificates import admission, listing, services
 from certificates.cloudflare_client import get_zone_id
 from certificates.firewall.status import allowlist_status
 from certificates.models import Certificate
@@ -163,6 +163,21 @@ class CertificateOut(Schema):
 
 class CertificateList(Schema):
     items: list[CertificateOut]
+    next: str | None = Field(description="the next page's URL (the same filter and sort), null on the last page")
+    next_cursor: str | None = Field(description="the `cursor` of the next page, null on the last page")
+
+
+class CertificateListQuery(Schema):
+    # Plain strings, checked by certificates.listing: a bad value is a 400 naming what is accepted.
+    status: str = Field(
+        default=listing.ALL,
+        description=f"`active` (usable), a status name, or `all` (the default): {', '.join(listing.STATUS_FILTERS)}",
+    )
+    sort: str = Field(default=listing.DEFAULT_SORT, description=f"one of {', '.join(listing.SORT_KEYS)}")
+    limit: str | None = Field(
+        default=None, description=f"rows a page: {listing.DEFAULT_LIMIT} unless given, at most {listing.MAX_LIMIT}"
+    )
+    cursor: str | None = Field(default=None, description="the `next_cursor` of the previous page")
 
 
 class RevokeIn(Schema):
@@ -177,9 +192,26 @@ class Message(Schema):
     detail: str
 
 
-@api.get("/certificates", response=CertificateList, summary="List your certificates")
-def list_certificates(request: AuthenticatedApiRequest) -> dict[str, Any]:
-    return {"items": list(Certificate.objects.filter(owner=request.auth).select_related("authority"))}
+@api.get(
+    "/certificates", response={200: CertificateList, 400: Message}, summary="List your certificates, a page at a time"
+)
+def list_certificates(request: AuthenticatedApiRequest, query: Query[CertificateListQuery]) -> dict[str, Any]:
+    try:
+        page = listing.certificates_page(
+            owner=request.auth,
+            status=query.status,
+            sort=query.sort,
+            limit=listing.parsed_limit(query.limit),
+            cursor=query.cursor,
+        )
+    except listing.ListingError as exc:
+        raise HttpError(400, str(exc)) from None
+    next_url = None
+    if page.next_cursor is not None:
+        parameters = request.GET.copy()
+        parameters["cursor"] = page.next_cursor
+        next_url = request.build_absolute_uri(f"{request.path}?{parameters.urlencode()}")
+    return {"items": page.certificates, "next": next_url, "next_cursor": page.next_cursor}
 
 
 @api.post(

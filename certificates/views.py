@@ -17,7 +17,7 @@ from django.utils.http import http_date
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from certificates import admission, services
+from certificates import admission, listing, services
 from certificates.authority.pki import crl_pem
 from certificates.cloudflare_client import get_zone_id
 from certificates.firewall.status import allowlist_status, awaiting_the_edge, sync_trouble
@@ -32,13 +32,44 @@ logger = logging.getLogger(__name__)
 @login_required
 @require_GET
 def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
-    certificates = list(Certificate.objects.filter(owner=request.user))
-    waiting = awaiting_the_edge(certificates, zone_id=get_zone_id())
+    """The user's certificates, usable ones by default, a page at a time; a query parameter the page does not
+    know is ignored (its default used), and a cursor that does not verify starts again at the first page."""
+    status = request.GET.get("status", listing.ACTIVE)
+    status = status if status in listing.STATUS_FILTERS else listing.ACTIVE
+    sort = request.GET.get("sort", listing.DEFAULT_SORT)
+    sort = sort if sort in listing.SORT_KEYS else listing.DEFAULT_SORT
+    cursor = request.GET.get("cursor")
+    try:
+        page = listing.certificates_page(owner=request.user, status=status, sort=sort, cursor=cursor)
+    except listing.ListingError:
+        cursor = None
+        page = listing.certificates_page(owner=request.user, status=status, sort=sort)
+    waiting = awaiting_the_edge(page.certificates, zone_id=get_zone_id())
     return render(
         request,
         "certificates/dashboard.html",
-        {"certificates": certificates, "awaiting_the_edge": waiting, **standing(request.user)},
+        {
+            "certificates": page.certificates,
+            "next_cursor": page.next_cursor,
+            "paged": bool(cursor),
+            "status": status,
+            "sort": sort,
+            "filters": DASHBOARD_FILTERS.items(),
+            "sorts": DASHBOARD_SORTS.items(),
+            "awaiting_the_edge": waiting,
+            **standing(request.user),
+        },
     )
+
+
+# The dashboard's filter and sort links: label -> query value.
+DASHBOARD_FILTERS = {
+    "Active": listing.ACTIVE,
+    "Revoked": Certificate.Status.REVOKED.value,
+    "Expired": Certificate.Status.EXPIRED.value,
+    "All": listing.ALL,
+}
+DASHBOARD_SORTS = {"Newest": "-created_at", "Expiring soonest": "expires_on"}
 
 
 def standing(user: User) -> dict[str, object]:
