@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.core import signing
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from certificates import services
+from certificates.listing import CURSOR_SALT
 from certificates.models import ApiToken, AuditEvent, Certificate
 from tests.support.api import issue_via_api, token_for
+from tests.support.listing import certificate_rows, expected_order
 from tests.support.pki import UNGRANTED_REQUESTS, policy_csr
+from tests.support.portal_ca import trusted_portal_ca
 
 
 def test_it_issues_a_certificate_with_201_and_the_documented_fields(emulator, api, alice):
@@ -298,3 +305,177 @@ def test_a_browser_session_may_write(emulator, alice):
 
     assert response.status_code == 200
     assert services.allowlist_get(user=alice) == ["192.0.2.0/24"]
+
+
+# -- the list, a page at a time ---------------------------------------------------------------------------------
+
+
+def all_pages(api, path: str) -> tuple[list[int], int]:
+    """Every id `path` lists, following `next` to the last page; and how many pages that took."""
+    ids: list[int] = []
+    pages = 0
+    url: str | None = f"/api/v1{path}"
+    while url:
+        response = api.client.get(url, headers=api.headers)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        ids += [item["id"] for item in body["items"]]
+        pages += 1
+        url = body["next"]
+        if url is not None:
+            assert parse_qs(urlsplit(url).query)["cursor"] == [body["next_cursor"]]
+        assert pages <= 10, "the pages never end"
+    return ids, pages
+
+
+@pytest.mark.parametrize("sort", ["-created_at", "created_at", "expires_on", "-expires_on"])
+def test_paging_lists_each_certificate_once_in_the_order_of_the_sort(api, alice, sort):
+    certificate_rows(alice, 120)
+    api.as_user(alice)
+
+    ids, pages = all_pages(api, f"/certificates?sort={sort}")
+
+    assert ids == expected_order(alice, sort)
+    assert len(set(ids)) == 120
+    assert pages == 3  # 50 + 50 + 20
+
+
+def test_the_default_is_every_status_newest_first_fifty_a_page(api, alice):
+    certificate_rows(alice, 60)
+
+    body = api.as_user(alice).get("/certificates").json()
+
+    assert [item["id"] for item in body["items"]] == expected_order(alice, "-created_at")[:50]
+    assert {item["status"] for item in body["items"]} >= {"revoked", "expired", "issuing", "active"}
+    assert body["next"].startswith("http://testserver/api/v1/certificates?cursor=")
+
+
+def test_a_limit_sets_the_page_size_and_the_next_link_keeps_the_filter_and_sort(api, alice):
+    certificate_rows(alice, 30)
+    api.as_user(alice)
+
+    ids, pages = all_pages(api, "/certificates?status=active&sort=expires_on&limit=4")
+
+    assert ids == expected_order(alice, "expires_on", statuses=Certificate.USABLE)
+    assert pages == 4  # 15 usable rows (active and pending reactivation), 4 a page
+
+
+@pytest.mark.parametrize(
+    ("status", "statuses"),
+    [("active", Certificate.USABLE), ("revoked", {"revoked"}), ("expired", {"expired"}), ("failed", set())],
+)
+def test_a_status_filter_lists_only_those(api, alice, status, statuses):
+    certificate_rows(alice, 24)
+
+    items = api.as_user(alice).get(f"/certificates?status={status}&limit=200").json()["items"]
+
+    assert [item["id"] for item in items] == expected_order(alice, "-created_at", statuses=statuses)
+
+
+def test_another_users_certificates_never_appear_on_any_page(api, alice, bob):
+    certificate_rows(bob, 40)
+    mine = {row.pk for row in certificate_rows(alice, 40)}
+    certificate_rows(bob, 40)
+    api.as_user(alice)
+
+    for sort in ("-created_at", "expires_on"):
+        ids, _ = all_pages(api, f"/certificates?sort={sort}&limit=7")
+        assert sorted(ids) == sorted(mine)
+
+
+def test_a_cursor_of_another_user_only_says_where_to_start_in_your_own_list(api, alice, bob):
+    certificate_rows(bob, 10)
+    certificate_rows(alice, 10)
+    bobs_cursor = api.as_user(bob).get("/certificates?limit=3").json()["next_cursor"]
+
+    items = api.as_user(alice).get(f"/certificates?limit=50&cursor={bobs_cursor}").json()["items"]
+
+    assert {Certificate.objects.get(pk=item["id"]).owner for item in items} <= {alice}
+
+
+def a_cursor(api, user) -> str:
+    certificate_rows(user, 5)
+    return api.as_user(user).get("/certificates?limit=2").json()["next_cursor"]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage",
+        "",  # an empty cursor is the first page (tested below); "=" keeps it a parameter with a value
+        "W1siLWNyZWF0ZWRfYXQiLCIyMDI2LTAxLTAxVDAwOjAwOjAwIiwxXV0",  # base64 JSON of a key, unsigned
+        signing.dumps(["-created_at", "2026-01-01T00:00:00+00:00", 1], salt="another.purpose"),
+        signing.dumps(["-created_at", "not a date", 1], salt=CURSOR_SALT),
+        signing.dumps(["-created_at", "2026-01-01T00:00:00+00:00", "1"], salt=CURSOR_SALT),
+        signing.dumps({"sort": "-created_at"}, salt=CURSOR_SALT),
+        "%00" * 10,
+        "x" * 5000,
+    ],
+    ids=["garbage", "empty", "unsigned", "other-salt", "bad-date", "id-not-int", "not-a-list", "nul", "huge"],
+)
+def test_a_forged_or_garbage_cursor_is_a_400_not_a_500(api, alice, cursor):
+    certificate_rows(alice, 3)
+
+    response = api.as_user(alice).get(f"/certificates?cursor={cursor}")
+
+    if cursor == "":
+        assert response.status_code == 200
+        return
+    assert response.status_code == 400, response.content
+    assert "cursor" in response.json()["detail"]
+
+
+def test_a_tampered_cursor_is_a_400(api, alice):
+    cursor = a_cursor(api, alice)
+    tampered = cursor[:-3] + ("AAA" if not cursor.endswith("AAA") else "BBB")
+
+    response = api.get(f"/certificates?limit=2&cursor={tampered}")
+
+    assert response.status_code == 400
+    assert "cursor is not valid" in response.json()["detail"]
+
+
+def test_a_cursor_used_with_another_sort_is_a_400(api, alice):
+    cursor = a_cursor(api, alice)
+
+    response = api.get(f"/certificates?limit=2&sort=expires_on&cursor={cursor}")
+
+    assert response.status_code == 400
+    assert "another sort order" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("status=gone", "status must be one of active"),
+        ("sort=name", "sort must be one of -created_at"),
+        ("sort=id;drop", "sort must be one of"),
+        ("limit=0", "limit must be a whole number from 1 to 200"),
+        ("limit=201", "limit must be a whole number from 1 to 200"),
+        ("limit=ten", "limit must be a whole number from 1 to 200"),
+        ("limit=-1", "limit must be a whole number from 1 to 200"),
+    ],
+)
+def test_bad_list_parameters_are_a_400_naming_what_is_accepted(api, alice, query, named):
+    response = api.as_user(alice).get(f"/certificates?{query}")
+
+    assert response.status_code == 400
+    assert named in response.json()["detail"]
+
+
+def test_the_list_costs_the_same_queries_for_10_or_120_certificates(api, alice, bob):
+    """Each item names its issuer: the CA comes with the rows, not a query per row."""
+    ca = trusted_portal_ca()
+    api.as_user(alice).get("/csr-policy")  # the token's first use records itself once
+    certificate_rows(alice, 10, authority=ca)
+    with CaptureQueriesContext(connection) as few:
+        assert len(api.get("/certificates").json()["items"]) == 10
+    certificate_rows(bob, 110)  # bob's rows must not cost alice anything either
+    certificate_rows(alice, 110, authority=ca)
+    with CaptureQueriesContext(connection) as many:
+        body = api.get("/certificates?sort=expires_on").json()
+    with CaptureQueriesContext(connection) as deeper:
+        api.client.get(body["next"], headers=api.headers)
+
+    assert len(body["items"]) == 50
+    assert len(few) == len(many) == len(deeper), [query["sql"] for query in few.captured_queries]
