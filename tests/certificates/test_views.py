@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils.timezone import localtime
 
 from certificates import services
 from certificates.models import ApiToken, AuditEvent, Certificate
 from tests.support.accounts import signed_in
+from tests.support.listing import certificate_rows, expected_order
 from tests.support.pki import policy_csr
 from tests.support.portal_ca import trusted_portal_ca
 
@@ -356,3 +360,84 @@ def test_the_audit_log_records_the_client_address_behind_trusted_proxies(setting
     request = rf.get("/", HTTP_X_FORWARDED_FOR=forwarded, REMOTE_ADDR="127.0.0.1")
 
     assert client_address(request) == expected
+
+
+# -- the dashboard, a page at a time ----------------------------------------------------------------------------
+
+
+def listed_ids(response) -> list[int]:
+    return [int(found) for found in re.findall(r'data-certificate-id="(\d+)"', response.content.decode())]
+
+
+def link(response, testid: str) -> str | None:
+    found = re.search(rf'<a href="([^"]*)"[^>]*data-testid="{testid}"', response.content.decode())
+    return html.unescape(found[1]) if found else None
+
+
+def test_the_dashboard_hides_revoked_and_expired_ones_until_all_is_chosen(alice):
+    certificate_rows(alice, 12)
+    client = logged_in(alice)
+
+    default = client.get(reverse("certificates:dashboard"))
+    everything = client.get(reverse("certificates:dashboard"), {"status": "all"})
+    revoked = client.get(reverse("certificates:dashboard"), {"status": "revoked"})
+
+    assert listed_ids(default) == expected_order(alice, "-created_at", statuses=Certificate.USABLE)
+    assert 'data-status="revoked"' not in default.content.decode()
+    assert '<a href="?status=all&amp;sort=-created_at">All</a>' in default.content.decode()
+    assert listed_ids(everything) == expected_order(alice, "-created_at")
+    assert listed_ids(revoked) == expected_order(alice, "-created_at", statuses={"revoked"})
+
+
+@pytest.mark.parametrize(("status", "sort"), [("all", "-created_at"), ("active", "expires_on"), ("all", "expires_on")])
+def test_the_dashboard_pages_through_120_each_once_in_order(alice, status, sort):
+    certificate_rows(alice, 120)
+    client = logged_in(alice)
+    page = client.get(reverse("certificates:dashboard"), {"status": status, "sort": sort})
+    assert link(page, "first-page") is None
+    ids = listed_ids(page)
+    while next_page := link(page, "next-page"):
+        page = client.get(reverse("certificates:dashboard") + next_page)
+        assert link(page, "first-page") == f"?status={status}&sort={sort}"
+        ids += listed_ids(page)
+
+    statuses = None if status == "all" else Certificate.USABLE
+    assert ids == expected_order(alice, sort, statuses=statuses)
+    assert len(set(ids)) == len(ids)
+
+
+def test_the_dashboard_shows_no_other_users_rows(alice, bob):
+    certificate_rows(bob, 30)
+
+    response = logged_in(alice).get(reverse("certificates:dashboard"), {"status": "all"})
+
+    assert listed_ids(response) == []
+    assert b"You have no certificates yet" in response.content
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"status": "gone"}, {"sort": "name"}, {"cursor": "garbage"}, {"cursor": "x" * 5000}, {"status": "", "sort": ""}],
+)
+def test_the_dashboard_ignores_parameters_it_does_not_know(alice, query):
+    certificate_rows(alice, 12)
+
+    response = logged_in(alice).get(reverse("certificates:dashboard"), query)
+
+    assert response.status_code == 200
+    assert listed_ids(response) == expected_order(alice, "-created_at", statuses=Certificate.USABLE)
+
+
+def test_the_dashboard_costs_the_same_queries_for_10_or_120_certificates(alice):
+    client = logged_in(alice)
+    ca = trusted_portal_ca()
+    certificate_rows(alice, 10, authority=ca)
+    client.get(reverse("certificates:dashboard"))
+    with CaptureQueriesContext(connection) as few:
+        client.get(reverse("certificates:dashboard"), {"status": "all"})
+    certificate_rows(alice, 110, authority=ca)
+    with CaptureQueriesContext(connection) as many:
+        response = client.get(reverse("certificates:dashboard"), {"status": "all"})
+
+    assert len(listed_ids(response)) == 50
+    assert len(few) == len(many), [query["sql"] for query in many.captured_queries]
