@@ -52,6 +52,8 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
             "certificates": page.certificates,
             "next_cursor": page.next_cursor,
             "paged": bool(cursor),
+            # An empty page of a filter is not an empty account: a new user is shown how to start.
+            "has_any": bool(page.certificates) or Certificate.objects.filter(owner=request.user).exists(),
             "status": status,
             "sort": sort,
             "filters": DASHBOARD_FILTERS.items(),

@@ -415,6 +415,18 @@ def test_the_dashboard_shows_no_other_users_rows(alice, bob):
     assert b"You have no certificates yet" in response.content
 
 
+def test_an_empty_filter_offers_all_and_a_new_user_is_shown_how_to_start(alice, bob):
+    certificate_rows(alice, 1)  # an active one
+    Certificate.objects.filter(owner=alice).update(status=Certificate.Status.REVOKED)
+
+    alices = logged_in(alice).get(reverse("certificates:dashboard")).content.decode()
+    bobs = logged_in(bob).get(reverse("certificates:dashboard")).content.decode()
+
+    assert 'data-testid="none-here"' in alices
+    assert "You have no certificates yet" not in alices
+    assert "You have no certificates yet" in bobs
+
+
 @pytest.mark.parametrize(
     "query",
     [{"status": "gone"}, {"sort": "name"}, {"cursor": "garbage"}, {"cursor": "x" * 5000}, {"status": "", "sort": ""}],
