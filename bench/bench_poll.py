@@ -1,5 +1,7 @@
-"""Cloudflare calls made by one polling pass (issue 4 target: ceil(P/50) list calls per status, never P GETs).
+"""Cloudflare calls and database queries of one polling pass.
 
+Issue 4 target: ceil(P/50) list calls per status, never P GETs. Issue 12 target: the changes recorded in at most
+10 queries per page of 50, the owners' emails queued (one task a page), not sent from the pass.
 P certificates are pending revocation at Cloudflare; the pass runs once while they are still pending and
 once after Cloudflare finished them (then the active certificates are listed once to tell revoked from
 reactivated). Run: .venv/bin/python bench/bench_poll.py
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from unittest import mock
 
 from harness import header, setup_django, use_emulator, write_result
 
@@ -20,10 +23,13 @@ def main() -> None:
     setup_django()
     from django.conf import settings
     from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
 
     from certificates.cloudflare_client import get_cloudflare_client
     from certificates.models import Certificate
     from certificates.services.lifecycle import certificates_poll
+    from certificates.tasks import notify_owners
 
     zone = settings.CLOUDFLARE_ZONE_ID
     owner = get_user_model().objects.create(username="fleet", email="fleet@example.com")
@@ -54,19 +60,26 @@ def main() -> None:
             if phase == "finished":
                 clock.advance(61)
             emulator.request_log.clear()
-            result = certificates_poll(zone_id=zone)
+            # The queued email tasks are counted, not sent to a broker.
+            with CaptureQueriesContext(connection) as queries, mock.patch.object(notify_owners, "delay") as queued:
+                result = certificates_poll(zone_id=zone)
             gets = [e for e in emulator.request_log if e.method == "GET"]
             singles = sum(1 for e in gets if not e.path.endswith("/client_certificates"))
             # pending_revocation: ceil(P/50) pages; pending_reactivation: one (empty) page; and, once some have
             # finished, one listing of the active certificates (at most the zone's quota, so 1-2 pages).
             bound = math.ceil(pending / 50) + 1 + (1 if phase == "finished" else 0)
+            pages = math.ceil(len(result.changes) / 50)
             lines.append(
                 f"P={pending:<4} {phase:<14} list calls={len(gets) - singles:<3} (bound {bound:<2}) "
-                f"single GETs={singles}  changed={len(result.changes)}"
+                f"single GETs={singles}  changed={len(result.changes):<4} "
+                f"queries={len(queries):<4} (bound {1 + 10 * pages:<3}) email tasks queued={queued.call_count}"
             )
     write_result(
         "poll.txt",
-        header("Polling: Cloudflare calls per pass, counted from the emulator's log", "python bench/bench_poll.py")
+        header(
+            "Polling: Cloudflare calls per pass (the emulator's log), database queries and email tasks queued",
+            "python bench/bench_poll.py",
+        )
         + "\n".join(lines)
         + "\n",
     )

@@ -23,6 +23,7 @@ from certificates.models import FirewallState
 
 if TYPE_CHECKING:
     from certificates.services.audit import Origin
+    from certificates.services.notifications import Notice
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ CONFIRM_REVOCATION = "certificates.tasks.confirm_revocation"
 RECONCILE_CERTIFICATE = "certificates.tasks.reconcile_certificate"
 BUILD_CRL = "certificates.tasks.build_crl"
 ROTATION_NOTICES = "certificates.tasks.send_rotation_notices"
+NOTIFY_OWNERS = "certificates.tasks.notify_owners"
 # A chain of follow-up syncs (see request_follow_up_sync) stops after this many; the periodic sync remains.
 FOLLOW_UPS_AT_MOST = 3
 
@@ -121,6 +123,16 @@ def request_rotation_notices() -> None:
     retire_authorities sends them (the audit log says who has had theirs)."""
     transaction.on_commit(
         lambda: _enqueue_quietly(lambda: _task(ROTATION_NOTICES).delay(), "the notices of a CA rotation")
+    )
+
+
+def request_owner_emails(notices: list[Notice]) -> None:
+    """Email the owners after the commit, from a task of its own that retries what the mail server refused: a slow
+    or failing mail server never holds up the caller. Lost with Redis down (logged): the audit log keeps the change."""
+    transaction.on_commit(
+        lambda: _enqueue_quietly(
+            lambda: _task(NOTIFY_OWNERS).delay(notices), f"the emails of {len(notices)} certificate owner(s)"
+        )
     )
 
 

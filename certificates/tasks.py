@@ -30,6 +30,7 @@ from certificates.services import (
     certificate_reconcile_unconfirmed,
     crls,
     lifecycle,
+    notifications,
     unconfirmed_grace,
 )
 from cloudflare.errors import CloudflareError
@@ -52,9 +53,15 @@ def retry_or_raise(task: Task[Any, Any], exc: Exception) -> NoReturn:
 
 
 def retry_later(
-    task: Task[Any, Any], *, exc: Exception | None = None, countdown: float, max_retries: int = MAX_RETRIES
+    task: Task[Any, Any],
+    *,
+    exc: Exception | None = None,
+    countdown: float,
+    max_retries: int = MAX_RETRIES,
+    args: tuple[Any, ...] | None = None,
 ) -> NoReturn:
-    raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries)
+    """`args`: what the retry runs with, when it has less left to do than the first run."""
+    raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries, args=args)
 
 
 def backoff_seconds(retries: int, exc: Exception | None = None) -> float:
@@ -183,6 +190,17 @@ def _zones_waiting_for_sync() -> list[str]:
     if not FirewallState.objects.filter(zone_id=zone_id, last_synced_at__isnull=False).exists():
         waiting.add(zone_id)
     return sorted(waiting)
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def notify_owners(self: Task[Any, Any], notices: list[notifications.Notice]) -> int:
+    """Email owners what polling or reconciliation recorded, one task per page of changes. The emails the mail server
+    refused are tried again later on their own (with backoff), never the ones it took; returns how many this run
+    handled."""
+    failed = notifications.certificates_notify_owners(notices=notices)
+    if failed:
+        retry_later(self, countdown=backoff_seconds(self.request.retries), args=(failed,))
+    return len(notices)
 
 
 @shared_task

@@ -28,7 +28,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -56,9 +56,12 @@ from cloudflare.models import Rule, Ruleset, RuleSpec
 
 logger = logging.getLogger(__name__)
 
-# Without PostgreSQL, the lease a killed worker leaves behind lapses after this long; a running sync renews it
-# before every write (see _apply), so it is only as long as one Cloudflare call with its budget wait.
+# Without PostgreSQL, the lease a killed worker leaves behind lapses after this long.
 LEASE = timedelta(seconds=60)
+# A running sync renews its lease before a write once this much of it has passed (see _Lease), not before every
+# write: a sync of hundreds of writes runs a few renewals, and every write still starts with two thirds of the
+# lease (40 s) left, more than one Cloudflare call's timeout (CLOUDFLARE_TIMEOUT).
+RENEW_AFTER = LEASE / 3
 # Beyond this many single-rule writes, one replacement of the entrypoint costs fewer calls and bytes: each
 # single-rule answer carries the whole ruleset (FACTS.md §8).
 SINGLE_WRITES_AT_MOST = 3
@@ -314,7 +317,8 @@ def firewall_sync(*, zone_id: str, dry_run: bool = False, follow_up: int = 0) ->
     """
     if dry_run:
         return firewall_plan(zone_id=zone_id)[0]
-    owner = _acquire_lease(zone_id)
+    lease = _Lease(zone_id=zone_id, renewed_at=timezone.now())
+    owner = lease.owner = _acquire_lease(zone_id)
     client: CloudflareClient | None = None
     try:
         client = get_cloudflare_client()
@@ -324,7 +328,7 @@ def firewall_sync(*, zone_id: str, dry_run: bool = False, follow_up: int = 0) ->
         # A change is recorded (audit event) a moment before its transaction commits; one made just before the
         # read may not be visible to it yet. Its own sync, queued at commit, follows this one.
         inputs_read_at = timezone.now() - COMMIT_MARGIN
-        plan, ruleset = _plan_and_apply(client, zone_id, keep_lease=lambda: _renew_lease(zone_id, owner))
+        plan, ruleset = _plan_and_apply(client, zone_id, keep_lease=lease.keep)
         _check_again_if_uncertain(zone_id, client, follow_up=follow_up)
         FirewallState.objects.filter(zone_id=zone_id).update(
             last_synced_at=timezone.now(),
@@ -392,7 +396,8 @@ def _apply(
 ) -> tuple[Plan, Ruleset | None]:
     """Carry out the plan (or, if the entrypoint changed under it, a new plan); returns what was done.
 
-    Each write first renews the lease, so a sync that lost it (it ran too long) stops instead of racing.
+    Each write first keeps the lease (renews it when due), so a sync that lost it (it ran too long) stops instead
+    of racing.
     """
     if plan.is_empty:
         return plan, entrypoint
@@ -486,7 +491,7 @@ def _acquire_lease(zone_id: str) -> str:
 
     On PostgreSQL a session advisory lock decides: the server releases it the moment the holder's connection
     ends, so a killed worker blocks no sync. Elsewhere (SQLite, development) a lease on the FirewallState row,
-    renewed before every write, lapses LEASE after its holder died.
+    renewed as it runs (_Lease), lapses LEASE after its holder died.
     """
     FirewallState.objects.get_or_create(zone_id=zone_id)
     owner = uuid.uuid4().hex
@@ -507,10 +512,30 @@ def _acquire_lease(zone_id: str) -> str:
     return owner
 
 
-def _renew_lease(zone_id: str, owner: str) -> None:
+@dataclass
+class _Lease:
+    """The lease of a running sync, renewed by time rather than per write."""
+
+    zone_id: str
+    renewed_at: datetime  # taken before the lease was written: its lease_until is at least this plus LEASE
+    owner: str = ""
+
+    def keep(self) -> None:
+        """Before a write: renew the lease once RENEW_AFTER has passed; raises SyncBusy if it was lost.
+
+        A lease that could have lapsed (LEASE passed) is always renewed first, so a sync overtaken by another
+        still finds out before it writes."""
+        now = timezone.now()
+        if now - self.renewed_at < RENEW_AFTER:
+            return
+        _renew_lease(self.zone_id, self.owner, now=now)
+        self.renewed_at = now
+
+
+def _renew_lease(zone_id: str, owner: str, *, now: datetime | None = None) -> None:
     held = not _uses_advisory_lock() or _holds_advisory_lock(zone_id)
     renewed = held and FirewallState.objects.filter(zone_id=zone_id, lease_owner=owner).update(
-        lease_until=timezone.now() + LEASE
+        lease_until=(now or timezone.now()) + LEASE
     )
     if not renewed:
         raise SyncBusy(f"the sync of zone {zone_id} lost its lease; another sync took over")

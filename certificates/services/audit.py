@@ -27,8 +27,24 @@ def audit(
     new: str = "",
     detail: dict[str, object] | None = None,
 ) -> AuditEvent:
+    event = audit_event(action, origin, certificate=certificate, token=token, old=old, new=new, detail=detail)
+    event.save()
+    return event
+
+
+def audit_event(
+    action: str,
+    origin: Origin,
+    *,
+    certificate: Certificate | None = None,
+    token: ApiToken | None = None,
+    old: str = "",
+    new: str = "",
+    detail: dict[str, object] | None = None,
+) -> AuditEvent:
+    """The event, unsaved: for AuditEvent.objects.bulk_create when many are recorded at once."""
     actor = origin.actor if origin.actor is not None and origin.actor.is_authenticated else None
-    return AuditEvent.objects.create(
+    return AuditEvent(
         action=action,
         actor=actor,
         certificate=certificate,

@@ -7,20 +7,22 @@ with list calls filtered by status, 50 per page, never one GET per certificate (
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import send_mail
+from django.db import transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
 from certificates.cloudflare_client import get_cloudflare_client
+from certificates.enqueue import request_owner_emails
 from certificates.models import AuditEvent, Certificate, UnknownCertificate
-from certificates.services.audit import Origin, audit
+from certificates.services.audit import Origin, audit, audit_event
 from certificates.services.issuance import certificate_reconcile_unconfirmed, same_request
-from certificates.services.notifications import certificate_notify_owner
 from cloudflare.models import CertificateStatus, ClientCertificate
 
 logger = logging.getLogger(__name__)
@@ -69,41 +71,88 @@ def certificates_poll(*, zone_id: str) -> PollResult:
         active = {c.id for c in client.iter_client_certificates(zone_id, status=CertificateStatus.ACTIVE)}
     else:
         active = set()
-    result = PollResult(pending=len(local))
+    moves = []
     for cloudflare_id, row in local.items():
         if cloudflare_id in remote:
             new = remote[cloudflare_id].status.value
         else:
             new = Certificate.Status.ACTIVE if cloudflare_id in active else Certificate.Status.REVOKED
-        old = row.status
-        if new != old and _apply_remote_status(row, new, reason="polled"):
-            result.changes.append(Change(row.pk, old, new))
-    return result
+        if new != row.status:
+            moves.append(Move(row, new))
+    return PollResult(changes=_record_remote_statuses(moves, reason="polled"), pending=len(local))
 
 
-def _apply_remote_status(row: Certificate, new: str, *, reason: str, unchanged_since: datetime | None = None) -> bool:
-    """Compare-and-set the status Cloudflare reports; write the event and tell the owner."""
-    old = row.status
-    current = Certificate.objects.filter(pk=row.pk, status=old)
-    if unchanged_since is not None:
-        current = current.filter(updated_at=unchanged_since)
-    updated = current.update(status=new, updated_at=timezone.now())
-    if not updated:
-        return False  # someone else moved it first
-    row.status = new
-    actions: dict[str, str | None] = {
-        Certificate.Status.REVOKED: AuditEvent.Action.REVOKED,
-        Certificate.Status.ACTIVE: AuditEvent.Action.REACTIVATED if old in Certificate.PENDING else None,
-    }
-    action = actions.get(new) or AuditEvent.Action.STATUS_CHANGED
-    audit(action, SYSTEM, certificate=row, old=old, new=new, detail={"source": reason})
-    if action in (AuditEvent.Action.REVOKED, AuditEvent.Action.REACTIVATED):
-        try:
-            certificate_notify_owner(row, action)
-        except Exception:
-            # The status is recorded and the firewall must still follow: a mail outage only costs the email.
-            logger.exception("could not email the owner of certificate %s about %s", row.pk, action)
-    return True
+@dataclass(frozen=True)
+class Move:
+    """A row as it was read, and the status Cloudflare reports for it."""
+
+    row: Certificate
+    new: str
+
+
+# Statuses Cloudflare reports are recorded this many rows at a time: a few queries a page, whatever the page holds.
+RECORD_PAGE = 50
+
+
+def _record_remote_statuses(moves: list[Move], *, reason: str) -> list[Change]:
+    """Record the statuses Cloudflare reports, a page at a time; returns the changes made."""
+    changes: list[Change] = []
+    for start in range(0, len(moves), RECORD_PAGE):
+        changes += _record_page(moves[start : start + RECORD_PAGE], reason=reason)
+    return changes
+
+
+def _record_page(moves: list[Move], *, reason: str) -> list[Change]:
+    """Compare-and-set a page of rows in bulk, write their events in one insert and queue one task that emails
+    their owners.
+
+    A row another process moved or touched since it was read (its status or updated_at differ) is left alone and
+    not audited: what Cloudflare reported may be older than that change. The rows are locked from the check to
+    the commit (on SQLite the database's single writer does the same), so no change slips in between.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        as_read = Certificate.objects.select_for_update().filter(pk__in=[move.row.pk for move in moves])
+        current = set(as_read.values_list("pk", "status", "updated_at"))
+        changes = [
+            Change(move.row.pk, move.row.status, move.new)
+            for move in moves
+            if (move.row.pk, move.row.status, move.row.updated_at) in current
+        ]
+        by_transition: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for change in changes:
+            by_transition[(change.old, change.new)].append(change.certificate_id)
+        for (old, new), ids in by_transition.items():
+            Certificate.objects.filter(pk__in=ids, status=old).update(status=new, updated_at=now)
+        rows = {move.row.pk: move.row for move in moves}
+        actions = {change.certificate_id: _audit_action(change) for change in changes}
+        AuditEvent.objects.bulk_create(
+            audit_event(
+                actions[change.certificate_id],
+                SYSTEM,
+                certificate=rows[change.certificate_id],
+                old=change.old,
+                new=change.new,
+                detail={"source": reason},
+            )
+            for change in changes
+        )
+        notices = [(pk, action) for pk, action in actions.items() if action in OWNER_IS_TOLD]
+        if notices:
+            request_owner_emails(notices)
+    return changes
+
+
+# The transitions an owner gets an email about.
+OWNER_IS_TOLD = (AuditEvent.Action.REVOKED, AuditEvent.Action.REACTIVATED)
+
+
+def _audit_action(change: Change) -> str:
+    if change.new == Certificate.Status.REVOKED:
+        return AuditEvent.Action.REVOKED
+    if change.new == Certificate.Status.ACTIVE and change.old in Certificate.PENDING:
+        return AuditEvent.Action.REACTIVATED
+    return AuditEvent.Action.STATUS_CHANGED
 
 
 @dataclass
@@ -123,11 +172,12 @@ def zone_reconcile(*, zone_id: str) -> ReconcileResult:
     certificates_mark_stuck(now=now, zone_id=zone_id)
     # Read the rows before listing: a row changed after this read (a revocation in the portal, say) is newer
     # than the listing, and the compare-and-set below on updated_at leaves it alone.
-    rows = list(Certificate.objects.filter(zone_id=zone_id).exclude(cloudflare_id="").select_related("owner"))
+    rows = list(Certificate.objects.filter(zone_id=zone_id).exclude(cloudflare_id=""))
     remote = list(get_cloudflare_client().iter_client_certificates(zone_id, status=ALL_STATUSES))
     by_id = {c.id: c for c in remote}
     _adopt_unconfirmed(zone_id, remote, result)
     known_ids = set(Certificate.objects.filter(zone_id=zone_id).values_list("cloudflare_id", flat=True))
+    drifts = []
     for row in rows:
         issued = by_id.get(row.cloudflare_id)
         if issued is None:
@@ -137,11 +187,8 @@ def zone_reconcile(*, zone_id: str) -> ReconcileResult:
         if row.status == Certificate.Status.EXPIRED and issued.status is CertificateStatus.ACTIVE:
             continue  # Cloudflare keeps listing expired certificates as active
         if row.status in Certificate.REMOTE and issued.status.value != row.status:
-            old = row.status
-            if _apply_remote_status(
-                row, issued.status.value, reason="changed outside the portal", unchanged_since=row.updated_at
-            ):
-                result.drifted.append(Change(row.pk, old, row.status))
+            drifts.append(Move(row, issued.status.value))
+    result.drifted = _record_remote_statuses(drifts, reason="changed outside the portal")
     if result.missing:
         logger.warning("zone %s: Cloudflare no longer lists certificates %s", zone_id, result.missing)
     result.unknown = _record_unknown(zone_id, [c for c in remote if c.id not in known_ids], now)

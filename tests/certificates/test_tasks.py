@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import smtplib
 from datetime import timedelta
 from unittest import mock
 
@@ -119,3 +120,47 @@ def test_the_beat_schedule_runs_every_periodic_task(settings):
         "certificates.tasks.retire_authorities",
     }
     assert settings.CELERY_BEAT_SCHEDULE["poll-certificates"]["schedule"] == settings.CERTIFICATE_POLL_SECONDS
+
+
+def test_notify_owners_sends_again_only_the_emails_the_mail_server_refused(emulator, alice, bob, monkeypatch):
+    from celery.exceptions import Retry
+    from django.core import mail
+
+    from certificates.models import AuditEvent
+    from certificates.services import notifications
+
+    mine, bobs = issue(alice), issue(bob)
+    notices = [(mine.pk, AuditEvent.Action.REVOKED), (bobs.pk, AuditEvent.Action.REACTIVATED)]
+    real_send_mail = notifications.send_mail
+
+    def smtp_down_for_bob(subject, body, sender, recipients):
+        if recipients == ["bob@example.com"]:
+            raise smtplib.SMTPServerDisconnected("connection unexpectedly closed")
+        return real_send_mail(subject, body, sender, recipients)
+
+    monkeypatch.setattr(notifications, "send_mail", smtp_down_for_bob)
+    mail.outbox.clear()
+
+    with pytest.raises(Retry) as retry:
+        tasks.notify_owners.apply(args=(notices,))
+
+    assert [m.to for m in mail.outbox] == [["alice@example.com"]]
+    assert "revoked" in mail.outbox[0].subject
+    assert retry.value.sig.args == ([(bobs.pk, AuditEvent.Action.REACTIVATED)],)
+    monkeypatch.setattr(notifications, "send_mail", real_send_mail)  # the mail server is back
+
+    retry.value.sig.apply()
+
+    assert [m.to for m in mail.outbox] == [["alice@example.com"], ["bob@example.com"]]
+    assert "reactivated" in mail.outbox[1].subject
+
+
+def test_notify_owners_does_not_retry_a_bug(emulator, alice, monkeypatch):
+    from certificates.models import AuditEvent
+    from certificates.services import notifications
+
+    certificate = issue(alice)
+    monkeypatch.setattr(notifications, "render_to_string", mock.Mock(side_effect=KeyError("template")))
+
+    with pytest.raises(KeyError):
+        tasks.notify_owners.apply(args=([(certificate.pk, AuditEvent.Action.REVOKED)],))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from certificates import services
 from certificates.cloudflare_client import get_cloudflare_client
@@ -323,6 +325,9 @@ def test_a_sync_that_lost_its_lease_stops_before_writing(emulator, alice, monkey
 
     def plan_then_lose_lease(**kwargs):
         result = real_plan(**kwargs)
+        # Planning outlasted the lease, and another sync took it over.
+        later = timezone.now() + sync.LEASE + timedelta(seconds=1)
+        monkeypatch.setattr(timezone, "now", lambda: later)
         FirewallState.objects.filter(zone_id=ZONE).update(lease_owner="someone-else")
         return result
 

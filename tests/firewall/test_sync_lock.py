@@ -1,7 +1,7 @@
 """The per-zone sync lock dies with its holder (issue 9, point 4).
 
 PostgreSQL: a session advisory lock, which the server drops when the holder's connection ends. SQLite: a 60 s
-lease renewed before every write. Run the PostgreSQL tests with DATABASE_URL=postgres://...
+lease, renewed by time as the sync writes. Run the PostgreSQL tests with DATABASE_URL=postgres://...
 """
 
 from __future__ import annotations
@@ -97,16 +97,66 @@ def test_without_postgresql_a_dead_holders_lease_is_taken_over_after_a_minute(em
     assert FirewallState.objects.get(zone_id=ZONE).last_synced_at == a_minute_later
 
 
-def test_a_sync_renews_its_lease_before_each_write(emulator, alice, monkeypatch):
-    renewals: list[str] = []
-    real_renew = sync._renew_lease
-    monkeypatch.setattr(
-        sync, "_renew_lease", lambda zone_id, owner: renewals.append(owner) or real_renew(zone_id, owner)
-    )
+def test_a_sync_keeps_its_lease_before_each_write(emulator, alice, monkeypatch):
+    kept: list[str] = []
+    real_keep = sync._Lease.keep
+    monkeypatch.setattr(sync._Lease, "keep", lambda lease: kept.append(lease.owner) or real_keep(lease))
 
     firewall_sync(zone_id=ZONE)  # the first sync creates the entrypoint: one write
 
-    assert len(renewals) >= 1
+    assert len(kept) == 1
+    assert kept[0], "the lease knows its owner token"
+
+
+class FakeNow:
+    def __init__(self) -> None:
+        self.value = timezone.now()
+
+    def __call__(self):
+        return self.value
+
+
+def lease_updates(queries) -> int:
+    return sum(1 for q in queries if q["sql"].startswith("UPDATE") and "lease_until" in q["sql"])
+
+
+@pytest.mark.parametrize("seconds_per_write", [0.1, 7])
+def test_a_long_sync_renews_its_lease_by_time_not_per_write(db, monkeypatch, seconds_per_write):
+    from django.db import connection as default_connection
+    from django.test.utils import CaptureQueriesContext
+
+    now = FakeNow()
+    monkeypatch.setattr(timezone, "now", now)
+    lease = sync._Lease(zone_id=ZONE, renewed_at=now())
+    lease.owner = sync._acquire_lease(ZONE)
+    writes = 600
+
+    with CaptureQueriesContext(default_connection) as queries:
+        for _ in range(writes):
+            lease.keep()
+            # Every write starts with two thirds of the lease left, even in a sync far longer than the lease.
+            lease_until = FirewallState.objects.get(zone_id=ZONE).lease_until
+            assert lease_until - now() >= sync.LEASE - sync.RENEW_AFTER
+            now.value += timedelta(seconds=seconds_per_write)
+
+    renewals = lease_updates(queries.captured_queries)
+    elapsed = timedelta(seconds=writes * seconds_per_write)
+    # At most one renewal per RENEW_AFTER: 60 s of writes, 2 renewals; 70 minutes, about 200; never one per write.
+    assert 0 < renewals <= elapsed / sync.RENEW_AFTER
+
+
+def test_a_sync_that_lost_its_lease_stops_at_its_next_write(db, monkeypatch):
+    if on_postgresql():
+        pytest.skip("on PostgreSQL the advisory lock decides (test_on_postgresql_a_sync_that_lost_its_connection...)")
+    now = FakeNow()
+    monkeypatch.setattr(timezone, "now", now)
+    lease = sync._Lease(zone_id=ZONE, renewed_at=now())
+    lease.owner = sync._acquire_lease(ZONE)
+    now.value += sync.LEASE + timedelta(seconds=1)  # one write hung past the lease
+    sync._acquire_lease(ZONE)  # and another sync took over
+
+    with pytest.raises(SyncBusy):
+        lease.keep()
 
 
 def test_on_postgresql_a_sync_that_lost_its_connection_lost_its_lock(transactional_db, emulator, alice):
