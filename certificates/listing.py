@@ -37,10 +37,14 @@ SORT_KEYS = {
 }
 DEFAULT_SORT = "-created_at"
 
-# "active" is what a client may still use; "all" is every row; any status name is that status alone.
+# "active" is what a client may still use; "current" adds what is still in progress (issuing, a revocation or
+# reactivation pending): everything but the revoked, expired and failed; "all" is every row; any status name is
+# that status alone.
 ALL = "all"
 ACTIVE = "active"
-STATUS_FILTERS = (ACTIVE, *(status for status in Certificate.Status.values if status != ACTIVE), ALL)
+CURRENT = "current"
+CURRENT_STATUSES = Certificate.USABLE | Certificate.PENDING | Certificate.IN_FLIGHT
+STATUS_FILTERS = (ACTIVE, CURRENT, *(status for status in Certificate.Status.values if status != ACTIVE), ALL)
 
 
 class ListingError(ValueError):
@@ -100,6 +104,8 @@ def _filtered(rows: QuerySet[Certificate], status: str) -> QuerySet[Certificate]
         return rows
     if status == ACTIVE:
         return rows.filter(status__in=Certificate.USABLE)
+    if status == CURRENT:
+        return rows.filter(status__in=CURRENT_STATUSES)
     if status in STATUS_FILTERS:
         return rows.filter(status=status)
     raise ListingError(f"status must be one of {', '.join(STATUS_FILTERS)}.")

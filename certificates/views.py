@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The user's certificates, usable ones by default, a page at a time; a query parameter the page does not
     know is ignored (its default used), and a cursor that does not verify starts again at the first page."""
-    status = request.GET.get("status", listing.ACTIVE)
-    status = status if status in listing.STATUS_FILTERS else listing.ACTIVE
+    # By default what the user still deals with: usable certificates and those in progress (a pending revocation too).
+    status = request.GET.get("status", listing.CURRENT)
+    status = status if status in listing.STATUS_FILTERS else listing.CURRENT
     sort = request.GET.get("sort", listing.DEFAULT_SORT)
     sort = sort if sort in listing.SORT_KEYS else listing.DEFAULT_SORT
     cursor = request.GET.get("cursor")
@@ -66,7 +67,7 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 # The dashboard's filter and sort links: label -> query value.
 DASHBOARD_FILTERS = {
-    "Active": listing.ACTIVE,
+    "Current": listing.CURRENT,
     "Revoked": Certificate.Status.REVOKED.value,
     "Expired": Certificate.Status.EXPIRED.value,
     "All": listing.ALL,

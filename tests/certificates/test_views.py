@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils.timezone import localtime
 
-from certificates import services
+from certificates import listing, services
 from certificates.models import ApiToken, AuditEvent, Certificate
 from tests.support.accounts import signed_in
 from tests.support.listing import certificate_rows, expected_order
@@ -382,7 +382,8 @@ def test_the_dashboard_hides_revoked_and_expired_ones_until_all_is_chosen(alice)
     everything = client.get(reverse("certificates:dashboard"), {"status": "all"})
     revoked = client.get(reverse("certificates:dashboard"), {"status": "revoked"})
 
-    assert listed_ids(default) == expected_order(alice, "-created_at", statuses=Certificate.USABLE)
+    # By default: usable ones and those in progress (a pending revocation is still the user's business).
+    assert listed_ids(default) == expected_order(alice, "-created_at", statuses=listing.CURRENT_STATUSES)
     assert 'data-status="revoked"' not in default.content.decode()
     assert '<a href="?status=all&amp;sort=-created_at">All</a>' in default.content.decode()
     assert listed_ids(everything) == expected_order(alice, "-created_at")
@@ -437,7 +438,7 @@ def test_the_dashboard_ignores_parameters_it_does_not_know(alice, query):
     response = logged_in(alice).get(reverse("certificates:dashboard"), query)
 
     assert response.status_code == 200
-    assert listed_ids(response) == expected_order(alice, "-created_at", statuses=Certificate.USABLE)
+    assert listed_ids(response) == expected_order(alice, "-created_at", statuses=listing.CURRENT_STATUSES)
 
 
 def test_the_dashboard_costs_the_same_queries_for_10_or_120_certificates(alice):
