@@ -18,3 +18,11 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 accesslog = "-"
+# Access and error lines in the portal's LOG_FORMAT (JSON lines with LOG_FORMAT=json), through the same filter that
+# scrubs secrets (an access line's path can hold a password-reset key). Importing portal.logs loads the settings,
+# so a bad LOG_FORMAT stops gunicorn at start-up with the settings' one-line message.
+from django.conf import settings  # noqa: E402
+
+from portal.logs import gunicorn_logging_config  # noqa: E402
+
+logconfig_dict = gunicorn_logging_config(settings.LOG_FORMAT)

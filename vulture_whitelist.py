@@ -167,6 +167,7 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS
 CELERY_TASK_PUBLISH_RETRY_POLICY
 CELERY_BEAT_SCHEDULE
+CELERY_WORKER_HIJACK_ROOT_LOGGER
 
 # certificates/services/crls.py: a database function's result type, and its SQLite form, which Django's compiler
 # calls by the backend's name
@@ -178,3 +179,11 @@ EmulatedHeaderMiddleware
 
 # portal/urls.py: referenced from settings (dotted paths) or called by the framework
 _.login
+
+# portal/logs.py: the middleware is referenced from settings, the gunicorn configuration from gunicorn.conf.py (not
+# scanned); the record attributes the filters set are read by the formatters, which walk the record's attributes
+RequestIdMiddleware
+gunicorn_logging_config
+_.task_id
+_.task_name
+_.msg

@@ -422,7 +422,7 @@ class CloudflareClient:
         while True:
             self._check_time_left(method, path, maybe_sent=may_have_landed, after=last_error)
             try:
-                return self._attempt(method, path, params=params, json_body=json_body)
+                return self._attempt(method, path, params=params, json_body=json_body, attempt=attempt)
             except NotFoundError:
                 if method == "DELETE" and may_have_landed:
                     # The first attempt deleted it; the repeat finds it gone. Deleting is done, not failed.
@@ -484,11 +484,14 @@ class CloudflareClient:
             f"{method} {path}: no time left within the {self.deadline:g} s deadline; nothing was sent"
         ) from after
 
-    def _attempt(self, method: str, path: str, *, params: Mapping[str, Any] | None, json_body: Any) -> Envelope:
+    def _attempt(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None, json_body: Any, attempt: int
+    ) -> Envelope:
         grant = uuid.uuid4().hex
         self._acquire_budget(grant)
         timeout = self._attempt_timeout()
         started = time.monotonic()
+        status: int | None = None  # None: no answer (the exception raised below says why)
         try:
             response = self.session.request(
                 method,
@@ -498,6 +501,7 @@ class CloudflareClient:
                 headers=self._headers(with_body=json_body is not None),
                 timeout=timeout,
             )
+            status = response.status_code
         except requests.exceptions.ConnectTimeout as exc:
             raise ConnectError(f"{method} {path}: could not connect to Cloudflare ({type(exc).__name__})") from exc
         except requests.exceptions.SSLError as exc:
@@ -517,13 +521,7 @@ class CloudflareClient:
             ) from exc
         finally:
             self._settle(grant)
-        logger.debug(
-            "cloudflare %s %s -> %s in %.0f ms",
-            method,
-            path,
-            response.status_code,
-            (time.monotonic() - started) * 1000,
-        )
+            _log_call(method, path, status, started=started, attempt=attempt)
         return _parse_envelope(response, method, path)
 
     def _settle(self, grant: str) -> None:
@@ -573,6 +571,20 @@ class CloudflareClient:
         if with_body:
             headers["Content-Type"] = "application/json"
         return headers
+
+
+def _log_call(method: str, path: str, status: int | None, *, started: float, attempt: int) -> None:
+    """One line per HTTP call, for operators: the path holds only ids; params, bodies and headers stay out."""
+    duration_ms = round((time.monotonic() - started) * 1000)
+    logger.info(
+        "cloudflare %s %s -> %s in %d ms (attempt %d)",
+        method,
+        path,
+        status if status is not None else "no answer",
+        duration_ms,
+        attempt,
+        extra={"method": method, "path": path, "status": status, "duration_ms": duration_ms, "attempt": attempt},
+    )
 
 
 def _parse_envelope(response: requests.Response, method: str, path: str) -> Envelope:

@@ -26,6 +26,7 @@ from portal.env import (
     generated_secret,
     stand_in_chosen,
 )
+from portal.logs import LOG_FORMATS, logging_config
 
 # Lets classes that django-stubs types as generic be subscripted at run time, as in `admin.ModelAdmin[Certificate]`.
 django_stubs_ext.monkeypatch()
@@ -60,6 +61,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every log line of a request, other middleware's included, carries its id (portal/logs.py).
+    "portal.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "portal.stand_ins.EmulatedHeaderMiddleware",
@@ -227,13 +230,17 @@ else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "mtls-portal@localhost")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
-}
+# Logs (portal/logs.py): one JSON object per line with LOG_FORMAT=json, a plain line by default; every line carries
+# the request id, user id and Celery task it belongs to, and goes through a filter that scrubs secrets.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be {' or '.join(LOG_FORMATS)}, got {LOG_FORMAT!r}")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
+LOGGING = logging_config(LOG_FORMAT, LOG_LEVEL)
+# The worker keeps this configuration instead of installing Celery's own handler on the root logger.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Cloudflare
 # The built-in emulator (cloudflare_emulator, in-process, state in var/) lets a fresh checkout work with no
