@@ -58,7 +58,8 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-        request.request_id = request_id  # type: ignore[attr-defined]  # for views that want to show it
+        # On the request too: Django logs a 4xx or 5xx answer after this has returned (RequestContext reads it there).
+        request.request_id = request_id  # type: ignore[attr-defined]
         token = _current_request.set(request)
         try:
             response = self.get_response(request)
