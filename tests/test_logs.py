@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings as django_settings
 from django.core import mail
@@ -22,7 +23,10 @@ from gunicorn.glogging import Logger as GunicornLogger
 
 from certificates.models import ApiToken
 from certificates.tasks import reconcile_zone
+from cloudflare.client import CloudflareClient
 from portal.logs import logging_config
+from tests.cloudflare.fixtures import CERT_ID, client_certificate, envelope
+from tests.conftest import BASE_URL, ZONE_ID
 from tests.support.accounts import signed_in
 from tests.support.api import issue_via_api, token_for
 from tests.support.pki import make_key, policy_csr
@@ -136,6 +140,37 @@ def test_each_request_gets_its_own_id(db):
     client = Client()
 
     assert client.get("/healthz")["X-Request-ID"] != client.get("/healthz")["X-Request-ID"]
+
+
+# -- Cloudflare calls --------------------------------------------------------------------------------------------
+
+
+def test_each_cloudflare_attempt_is_one_line_with_its_number_and_status(cf_http, json_log):
+    url = f"{BASE_URL}/zones/{ZONE_ID}/client_certificates/{CERT_ID}"
+    cf_http.get(url, body=requests.exceptions.ConnectionError("connection reset by peer"))
+    cf_http.get(url, status=503, body="")
+    cf_http.get(url, json=envelope(client_certificate()))
+    client = CloudflareClient(api_token="t", base_url=BASE_URL, sleep=lambda seconds: None)
+
+    client.get_client_certificate(ZONE_ID, CERT_ID)
+
+    calls = [line for line in lines_of(json_log(), "cloudflare.client") if "attempt" in line]
+    assert [(line["attempt"], line.get("status")) for line in calls] == [(1, None), (2, 503), (3, 200)]
+    assert "-> no answer in " in calls[0]["message"]
+    assert all(line["path"] == f"/zones/{ZONE_ID}/client_certificates/{CERT_ID}" for line in calls)
+
+
+def test_a_cloudflare_create_logs_neither_the_token_nor_the_csr(cf_http, alice, json_log):
+    token = "Zb6fX0lq3mVJ8c1n4rT7yQ2wE5aS9dF0gH3jK6lP"
+    csr = policy_csr(alice)
+    cf_http.post(f"{BASE_URL}/zones/{ZONE_ID}/client_certificates", json=envelope(client_certificate()))
+
+    CloudflareClient(api_token=token, base_url=BASE_URL).create_client_certificate(ZONE_ID, csr=csr, validity_days=365)
+
+    [call] = lines_of(json_log(), "cloudflare.client")
+    assert (call["method"], call["status"]) == ("POST", 200)
+    assert token not in json.dumps(call)
+    assert csr.splitlines()[1] not in json.dumps(call)
 
 
 # -- task id -----------------------------------------------------------------------------------------------------
