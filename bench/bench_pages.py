@@ -1,4 +1,4 @@
-"""Pages, API lists and admin lists at 10,000 users and 50,000 certificates, and the SQL share of an issuance (issue 12).
+"""Pages, API and admin lists at 10,000 users and 50,000 certificates, and the SQL share of an issuance (issue 12).
 
 One command, on a fresh clone:
 
@@ -22,7 +22,8 @@ in-process emulator), and reports the time spent in SQL over the whole request's
 Per-user limits are raised through the environment so that one user can issue a whole run (as in
 bench_issuance.py), and CLOUDFLARE_ZONE_CAPACITY so that the managed CA's seeded certificates leave room; every
 other check runs. Settings are the development ones (DEBUG on, local-memory cache, no Redis, Celery's filesystem
-broker for the firewall syncs issuances queue). Writes bench/results/pages.txt; takes about three minutes.
+broker for the firewall syncs issuances queue). Writes bench/results/pages.txt; takes a few minutes (the
+result says how long).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from harness import ROOT, header, setup_django, use_emulator, write_result
 
 DATABASE = "bench_pages"
 USERS, CERTIFICATES = 10_000, 50_000
-WARM_UP, RUNS = 3, 15
+WARM_UP, RUNS = 2, 9
 ISSUANCES = 20  # timed issuances of each issuer, after WARM_UP
 USER_TARGET, ADMIN_TARGET, SQL_SHARE_TARGET = 3.0, 10.0, 0.10
 COMMAND = "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/bench_pages.py"
@@ -418,9 +419,16 @@ def machine(load_before: float) -> str:
         ),
         platform.processor() or "?",
     )
+    cores = os.cpu_count() or 1
+    busy = (
+        f"# the machine was busy (load above its {cores} cores): times are inflated, SQL's most (each round trip "
+        "waits for a core), and ratios are noisier than on a quiet machine\n"
+        if max(load_before, os.getloadavg()[0]) > cores
+        else ""
+    )
     return (
-        f"# machine: {cpu}, {os.cpu_count()} cores; PostgreSQL {version} (database {DATABASE} on the DATABASE_URL "
-        f"server); load average (1 min) before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}\n"
+        f"# machine: {cpu}, {cores} cores; PostgreSQL {version} (database {DATABASE} on the DATABASE_URL "
+        f"server); load average (1 min) before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}\n{busy}"
     )
 
 
@@ -461,7 +469,8 @@ def verdicts(results: list[Measured], issued: list[Issuance]) -> list[str]:
             f"  issuance, {run.issuer}: SQL {run.share:.1%} of its time (target under {SQL_SHARE_TARGET:.0%}): "
             f"{verdict}; median {statistics.median(run.seconds) * 1000:.1f} ms a request, "
             f"{statistics.median(run.sql_seconds) * 1000:.1f} ms in SQL, "
-            f"{statistics.median(len(request) for request in run.statements):.0f} queries ({len(run.seconds)} issuances)"
+            f"{statistics.median(len(request) for request in run.statements):.0f} statements "
+            f"({len(run.seconds)} issuances); the costliest, mean a request:"
         )
         lines.extend(f"      {spent * 1000:6.2f} ms  {shape}" for shape, spent in run.costliest(4))
     lines.append(poll_verdict())
@@ -487,19 +496,21 @@ def poll_verdict() -> str:
     )
 
 
-def notes(seeded: str, seed_seconds: float, runs: int) -> list[str]:
+def notes(seeded: str, seed_seconds: float, runs: int, started: float) -> list[str]:
     return [
         "",
+        f"The whole run, seeding included, took {time.perf_counter() - started:.0f} s.",
         f"Data: manage.py seed_demo --users {USERS:,} --certificates {CERTIFICATES:,} --seed 1 ({seed_seconds:.0f} s): "
         f"{seeded}",
         "light: the user with the fewest certificates among those with at least 3; heavy: the user with the most.",
-        f"Each page: {WARM_UP} requests to warm up, one counted (queries, bytes), then the median of {runs}. In-process",
-        "(Django's test Client, no HTTP server), DEBUG on, local-memory cache; API requests with a bearer token, pages",
-        "with a session; staff signed in with password and TOTP code. Ratios are to the medians of /healthz and of the",
-        "light user's home page in this run. Issuance: POST /api/v1/certificates as a user of its own, SQL time summed",
-        "from a database execute wrapper (driver round trip included) over the request's time; the managed CA signs",
-        "in the in-process emulator (no network), so its SQL share is smaller than Cloudflare's round trip would make",
-        "it. Per-user limits and the zone capacity raised through the environment for the run: "
+        f"Pages: {WARM_UP} warm-up rounds over every page, one request each counted (queries, bytes), then {runs}",
+        "timed rounds over every page in turn (a change of load falls on all pages alike); the median of each page.",
+        "In-process (Django's test Client, no HTTP server), DEBUG on, local-memory cache; API requests with a bearer",
+        "token, pages with a session; staff signed in with password and TOTP code. Ratios are to the medians of",
+        "/healthz and of the light user's home page in this run. Issuance: POST /api/v1/certificates as a user of its",
+        "own; SQL time is every statement's and COMMIT's time (driver round trip included) over the request's time.",
+        "The managed CA signs in the in-process emulator (no network), so its share is larger than with Cloudflare's",
+        "round trip. Per-user limits and the zone capacity raised through the environment for the run: "
         + ", ".join(f"{k}={v}" for k, v in LIMITS.items())
         + ".",
     ]
@@ -516,7 +527,7 @@ def main() -> None:
     given = os.environ.get("DATABASE_URL")
     os.environ["DATABASE_URL"] = bench_database_url(given)
     os.environ.update(LIMITS)
-    load = os.getloadavg()[0]
+    load, started = os.getloadavg()[0], time.perf_counter()
     recreate(given or "", create=True)
     try:
         setup_django(keep_database_url=True)
@@ -528,7 +539,8 @@ def main() -> None:
         results = measure_all(visitors(), args.runs)
         issued = issuances(ISSUANCES)
         text = header("Pages, API and admin lists at scale; the SQL share of an issuance", COMMAND) + machine(load)
-        text += "\n".join(table(results) + verdicts(results, issued) + notes(seeded, seed_seconds, args.runs)) + "\n"
+        lines = table(results) + verdicts(results, issued) + notes(seeded, seed_seconds, args.runs, started)
+        text += "\n".join(lines) + "\n"
     finally:
         from django.db import connections
 

@@ -234,6 +234,7 @@ class Seeder:
     ) -> list[Certificate]:
         statuses = list(STATUS_WEIGHTS)
         weights = list(STATUS_WEIGHTS.values())
+        common_name_prefix = get_policy().common_name_prefix
         rows = []
         for n, owner in enumerate(self._owners(people, count)):
             status = statuses[n] if n < len(statuses) else self.rng.choices(statuses, weights)[0]
@@ -249,7 +250,7 @@ class Seeder:
                 csr=specimens.csr,
                 public_key_sha256=self._hex(64),
                 key_type="ec-p256",
-                common_name=f"{get_policy().common_name_prefix}{owner.pk}",
+                common_name=f"{common_name_prefix}{owner.pk}",
                 validity_days=self.rng.choices(list(VALIDITY_WEIGHTS), list(VALIDITY_WEIGHTS.values()))[0],
             )
             self._dates(row)
