@@ -89,6 +89,9 @@ def recreate(given: str, *, create: bool) -> None:
     import psycopg
     from psycopg import sql
 
+    # Connected to the database DATABASE_URL names, unless that is the bench's own (it cannot drop itself).
+    if urlsplit(given).path.strip("/") == DATABASE:
+        given = urlunsplit(urlsplit(given)._replace(path="/postgres"))
     with psycopg.connect(given, autocommit=True) as connection:
         connection.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(DATABASE)))
         if create:
@@ -496,14 +499,14 @@ def poll_verdict() -> str:
     )
 
 
-def notes(seeded: str, seed_seconds: float, runs: int, started: float) -> list[str]:
+def notes(seeded: str, seed_seconds: float, args: argparse.Namespace, started: float) -> list[str]:
     return [
         "",
         f"The whole run, seeding included, took {time.perf_counter() - started:.0f} s.",
-        f"Data: manage.py seed_demo --users {USERS:,} --certificates {CERTIFICATES:,} --seed 1 ({seed_seconds:.0f} s): "
-        f"{seeded}",
+        f"Data: manage.py seed_demo --users {args.users} --certificates {args.certificates} --seed 1, "
+        f"{seed_seconds:.0f} s: {seeded}",
         "light: the user with the fewest certificates among those with at least 3; heavy: the user with the most.",
-        f"Pages: {WARM_UP} warm-up rounds over every page, one request each counted (queries, bytes), then {runs}",
+        f"Pages: {WARM_UP} warm-up rounds over every page, one request each counted (queries, bytes), then {args.runs}",
         "timed rounds over every page in turn (a change of load falls on all pages alike); the median of each page.",
         "In-process (Django's test Client, no HTTP server), DEBUG on, local-memory cache; API requests with a bearer",
         "token, pages with a session; staff signed in with password and TOTP code. Ratios are to the medians of",
@@ -517,13 +520,11 @@ def notes(seeded: str, seed_seconds: float, runs: int, started: float) -> list[s
 
 
 def main() -> None:
-    global USERS, CERTIFICATES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=USERS)
     parser.add_argument("--certificates", type=int, default=CERTIFICATES)
     parser.add_argument("--runs", type=int, default=RUNS, help="timed requests of each page (the median is kept)")
     args = parser.parse_args()
-    USERS, CERTIFICATES = args.users, args.certificates
     given = os.environ.get("DATABASE_URL")
     os.environ["DATABASE_URL"] = bench_database_url(given)
     os.environ.update(LIMITS)
@@ -534,12 +535,12 @@ def main() -> None:
         from django.conf import settings
 
         settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]  # the test Client's host, as in tests
-        seed_seconds, seeded = seed(USERS, CERTIFICATES)
+        seed_seconds, seeded = seed(args.users, args.certificates)
         print(seeded, flush=True)
         results = measure_all(visitors(), args.runs)
         issued = issuances(ISSUANCES)
         text = header("Pages, API and admin lists at scale; the SQL share of an issuance", COMMAND) + machine(load)
-        lines = table(results) + verdicts(results, issued) + notes(seeded, seed_seconds, args.runs, started)
+        lines = table(results) + verdicts(results, issued) + notes(seeded, seed_seconds, args, started)
         text += "\n".join(lines) + "\n"
     finally:
         from django.db import connections
