@@ -18,11 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def setup_django() -> None:
+def setup_django(*, keep_database_url: bool = False) -> None:
+    """Development settings on a throw-away var/ directory, the emulator and console email, migrated.
+
+    The database is a SQLite file in that directory, unless keep_database_url: then DATABASE_URL stays, and the
+    caller has pointed it at a database of the bench's own (bench_pages.py, which needs PostgreSQL at scale).
+    """
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ["DEBUG"] = "true"
     os.environ["PORTAL_VAR_DIR"] = tempfile.mkdtemp(prefix="portal-bench-")
-    for name in ("DATABASE_URL", "REDIS_URL", "CLOUDFLARE_API_TOKEN", "EMAIL_HOST"):
+    dropped = ("REDIS_URL", "CLOUDFLARE_API_TOKEN", "EMAIL_HOST", *(() if keep_database_url else ("DATABASE_URL",)))
+    for name in dropped:
         os.environ.pop(name, None)
     os.environ["CLOUDFLARE_EMULATOR"] = "true"
     os.environ["EMAIL_CONSOLE"] = "true"
