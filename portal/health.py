@@ -10,6 +10,7 @@ an exception's text can carry a connection string. The exceptions go to the log.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -116,9 +117,14 @@ def check_beat(now: datetime) -> Check:
 
 
 def check_worker(now: datetime) -> Check:
-    """A worker started the poll lately, however it ended: the workers are consuming."""
+    """A worker started the poll lately, however it ended: the workers are consuming. A worker with nothing to start
+    (beat queued no poll since its last start: beat's own check fails then) is idle, not failing, so that a stopped
+    beat does not mark the workers unhealthy too."""
     run = _poll_run()
-    return _fresh("worker", run.last_started_at if run else None, now=now, max_age=settings.READY_POLL_MAX_AGE_SECONDS)
+    started, queued = (run.last_started_at, run.last_queued_at) if run else (None, None)
+    check = _fresh("worker", started, now=now, max_age=settings.READY_POLL_MAX_AGE_SECONDS)
+    idle = queued is None or (started is not None and queued <= started)
+    return dataclasses.replace(check, ok=True) if idle else check
 
 
 def check_poll(now: datetime) -> Check:

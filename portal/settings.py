@@ -333,7 +333,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     }
 )
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-# Beat writes its schedule file after every task it sends: the file's age is its healthcheck (docker-compose.yml).
+# Beat writes its schedule file after every task it sends, so that a restarted beat knows what it last sent.
 CELERY_BEAT_SYNC_EVERY = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
