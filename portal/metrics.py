@@ -21,10 +21,11 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from certificates import cloudflare_client, telemetry
 from certificates.admission import zone_used
-from certificates.cloudflare_client import get_call_budget, get_zone_id
+from certificates.cloudflare_client import get_zone_id
 from certificates.models import Certificate, FirewallState, TaskRun
-from certificates.telemetry import LATENCY_BUCKETS, Latency, get_call_store
+from certificates.telemetry import LATENCY_BUCKETS, Latency
 
 MANAGED_CA = "managed"  # the issuer label of Cloudflare's managed CA; a portal CA's is portal_ca_<id>
 
@@ -104,7 +105,7 @@ class PortalCollector:
         )
 
     def budget(self) -> Iterator[Metric]:
-        budget = get_call_budget()
+        budget = cloudflare_client.get_call_budget()
         yield GaugeMetricFamily(
             "portal_cloudflare_budget_used", "Calls of the shared budget taken in the current window.", budget.used()
         )
@@ -115,7 +116,7 @@ class PortalCollector:
         )
 
     def cloudflare_calls(self) -> Iterator[Metric]:
-        stats = get_call_store().read()
+        stats = telemetry.get_call_store().read()
         calls = CounterMetricFamily(
             "portal_cloudflare_calls",
             "HTTP attempts to Cloudflare's API by endpoint and status (none: no answer came).",
