@@ -520,8 +520,9 @@ class CloudflareClient:
                 f"{method} {path}: the answer could not be read ({type(exc).__name__})"
             ) from exc
         finally:
+            seconds = time.monotonic() - started
             self._settle(grant)
-            self._observe(method, path, response, time.monotonic() - started)
+            self._observe(method, path, response, seconds)
         logger.debug(
             "cloudflare %s %s -> %s in %.0f ms",
             method,
