@@ -98,6 +98,23 @@ cloudflare_mode
 # portal/middleware.py: referenced from settings (dotted paths) or called by the framework
 StaffTwoFactorMiddleware
 
+# portal/celery.py: Celery signal receivers, connected by their decorators
+_remember_this_is_beat
+_record_queued
+_record_started
+_record_succeeded
+_record_failed
+_record_retried
+
+# certificates/models.py: TaskRun's counters, exported by name (portal/metrics.py reads them with getattr)
+retried
+
+# portal/metrics.py: prometheus-client calls a collector's collect() at each scrape
+_.collect
+
+# portal/views.py: Django's log_response skips a response marked as logged
+_has_been_logged
+
 # portal/outages.py: referenced from settings (dotted paths) or called by the framework
 RedisOutageMiddleware
 _.process_exception

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import requests
 from django.conf import settings
 
+from certificates.telemetry import record_cloudflare_call
 from cloudflare.budget import CallBudget, LocalBudget, RedisBudget
 from cloudflare.client import CloudflareClient
 from cloudflare.retry import RetryPolicy
@@ -114,6 +115,8 @@ def get_cloudflare_client(*, wait_for_budget: bool = True, low_priority: bool = 
         max_budget_wait=settings.CLOUDFLARE_WEB_MAX_WAIT if web else WORKER_MAX_BUDGET_WAIT,
         deadline=settings.CLOUDFLARE_WEB_DEADLINE if web else None,
         budget_reserve=settings.CLOUDFLARE_BUDGET_RESERVED if low_priority else 0,
+        # Counted for /metrics, in Redis when there is one (certificates/telemetry.py).
+        on_call=record_cloudflare_call,
     )
 
 

@@ -416,3 +416,28 @@ class AccessRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} for {self.user} ({self.get_status_display().lower()})"
+
+
+class TaskRun(models.Model):
+    """What the Celery processes last did with one task (by its Celery name), written by the signal receivers in
+    portal/celery.py: when beat last queued it, when a worker last started, finished or failed it, and how often.
+
+    Readiness (portal/health.py) reads from here whether beat and the workers are alive and when polling last
+    succeeded; the metrics (portal/metrics.py) export the counts. Kept in the database, not in each process's memory,
+    so that the web process sees what the workers did, in other containers too.
+    """
+
+    task = models.CharField(max_length=200, unique=True)
+    # Written by beat only (not by a web request that queues the task): the scheduler's sign of life.
+    last_queued_at = models.DateTimeField(null=True, blank=True)
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_succeeded_at = models.DateTimeField(null=True, blank=True)
+    last_failed_at = models.DateTimeField(null=True, blank=True)
+    # The exception's class and the start of its message; never shown by /readyz or /metrics.
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    succeeded = models.PositiveBigIntegerField(default=0)
+    failed = models.PositiveBigIntegerField(default=0)
+    retried = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.task

@@ -52,6 +52,10 @@ class CallBudget(Protocol):
         """Grant nothing for `seconds` (Cloudflare told us to back off)."""
         ...
 
+    def used(self) -> int:
+        """Slots taken in the current window (for the metrics)."""
+        ...
+
 
 def acquire(
     budget: CallBudget,
@@ -123,6 +127,11 @@ class LocalBudget:
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
+    def used(self) -> int:
+        with self._lock:
+            now = self._clock()
+            return sum(1 for at in self._grants.values() if at > now - self.window)
+
 
 def _usable_slots(limit: int, reserve: int) -> int:
     if not 0 <= reserve < limit:
@@ -169,6 +178,14 @@ return 0
 """
 
 
+# The grants still in the window (those try_acquire has not dropped yet), by Redis's clock. ARGV[1]: window in ms.
+_USED_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], '(' .. (now - tonumber(ARGV[1])), '+inf')
+"""
+
+
 class RedisBudget:
     """Sliding window shared by every process that uses the same Redis and key."""
 
@@ -189,6 +206,7 @@ class RedisBudget:
         self._pause_key = f"{key}:paused"
         self._acquire = redis_client.register_script(_ACQUIRE_SCRIPT)
         self._settle = redis_client.register_script(_SETTLE_SCRIPT)
+        self._used = redis_client.register_script(_USED_SCRIPT)
 
     def try_acquire(self, reserve: int = 0, *, grant_id: str | None = None, hold: float = 0.0) -> float:
         wait_ms = self._acquire(
@@ -211,6 +229,9 @@ class RedisBudget:
         current = self._redis.pttl(self._pause_key)
         if current is None or int(current) < milliseconds:
             self._redis.set(self._pause_key, "1", px=milliseconds)
+
+    def used(self) -> int:
+        return int(self._used(keys=[self._grants_key], args=[int(self.window * 1000)]))
 
     def clear(self) -> None:
         self._redis.delete(self._grants_key, self._pause_key)

@@ -100,6 +100,7 @@ class CloudflareClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        on_call: CallObserver | None = None,
     ) -> None:
         if not api_token:
             raise InvalidArgumentError("a Cloudflare API token is required")
@@ -122,6 +123,8 @@ class CloudflareClient:
         self._deadline_at = None if deadline is None else clock() + deadline
         self._rng = rng or random.Random()  # jitter, not security
         self._api_token = api_token
+        # Told of every HTTP attempt (for metrics): it must not raise, and if it does the call goes on regardless.
+        self._on_call = on_call
 
     def __repr__(self) -> str:
         return f"CloudflareClient(base_url={self.base_url!r})"
@@ -520,8 +523,10 @@ class CloudflareClient:
                 f"{method} {path}: the answer could not be read ({type(exc).__name__})"
             ) from exc
         finally:
+            seconds = time.monotonic() - started
             self._settle(grant)
-            _log_call(method, path, status, started=started, attempt=attempt)
+            _log_call(method, path, status, seconds=seconds, attempt=attempt)
+            self._observe(method, path, status, seconds)
         return _parse_envelope(response, method, path)
 
     def _settle(self, grant: str) -> None:
@@ -535,6 +540,16 @@ class CloudflareClient:
             self.budget.settle(grant)
         except Exception:  # the budget's store is not ours to know (Redis, or another implementation)
             logger.warning("cloudflare: could not settle a call budget slot; it expires on its own", exc_info=True)
+
+    def _observe(self, method: str, path: str, status: int | None, seconds: float) -> None:
+        """Tell the observer of one attempt: its endpoint with the ids left out, so that the endpoints are a short
+        list, and its HTTP status (None when no answer came)."""
+        if self._on_call is None:
+            return
+        try:
+            self._on_call(method, path_template(path), status, seconds)
+        except Exception:  # the observer's store (Redis, say) is not ours to know; the call's outcome stands
+            logger.warning("cloudflare: the call observer failed", exc_info=True)
 
     def _acquire_budget(self, grant: str) -> None:
         """A slot held until the attempt can last end; within the deadline, a web request waits only briefly."""
@@ -573,9 +588,9 @@ class CloudflareClient:
         return headers
 
 
-def _log_call(method: str, path: str, status: int | None, *, started: float, attempt: int) -> None:
+def _log_call(method: str, path: str, status: int | None, *, seconds: float, attempt: int) -> None:
     """One line per HTTP call, for operators: the path holds only ids; params, bodies and headers stay out."""
-    duration_ms = round((time.monotonic() - started) * 1000)
+    duration_ms = round(seconds * 1000)
     logger.info(
         "cloudflare %s %s -> %s in %d ms (attempt %d)",
         method,
@@ -585,6 +600,23 @@ def _log_call(method: str, path: str, status: int | None, *, started: float, att
         attempt,
         extra={"method": method, "path": path, "status": status, "duration_ms": duration_ms, "attempt": attempt},
     )
+
+
+# Told of each HTTP attempt: (method, path template, HTTP status or None when no answer came, seconds).
+CallObserver = Callable[[str, str, int | None, float], None]
+
+_ID_SEGMENT = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
+_NAMED_IDS = {"zones": "{zone_id}", "accounts": "{account_id}"}
+
+
+def path_template(path: str) -> str:
+    """`/zones/<32 hex>/client_certificates/<uuid>` -> `/zones/{zone_id}/client_certificates/{id}`: every id the
+    client's argument checks accept (32 hex digits or a UUID) replaced by a placeholder named after its collection."""
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        if _ID_SEGMENT.match(segment):
+            segments[index] = _NAMED_IDS.get(segments[index - 1], "{id}") if index else "{id}"
+    return "/".join(segments)
 
 
 def _parse_envelope(response: requests.Response, method: str, path: str) -> Envelope:

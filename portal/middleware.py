@@ -19,8 +19,9 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.http import urlencode
 
-# Sign-in, sign-out, the two-factor pages and static files must stay reachable to complete the setup.
-ALLOWED_PREFIXES = ("/accounts/", "/static/", "/healthz")
+# Sign-in, sign-out, the two-factor pages and static files must stay reachable to complete the setup; the probes
+# and Prometheus's scrape carry no session, but a staff member's browser opening them needs no code either.
+ALLOWED_PREFIXES = ("/accounts/", "/static/", "/healthz", "/readyz", "/metrics")
 
 
 def passed_second_factor(request: HttpRequest, user: AbstractBaseUser) -> bool:

@@ -179,9 +179,10 @@ BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
 # Behind the TLS proxy every request that reached the proxy over plain http is redirected to https (the proxy
 # should do it first; this catches a proxy that forwards http). /healthz is exempt: probes from inside the
-# cluster or the container reach the portal directly over http, with no X-Forwarded-Proto.
+# cluster or the container reach the portal directly over http, with no X-Forwarded-Proto; so do /readyz and
+# Prometheus's scrapes of /metrics (README, "Health, readiness and metrics").
 SECURE_SSL_REDIRECT = BEHIND_TLS_PROXY
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # HSTS goes out on https answers only (so never on localhost over http). includeSubDomains and preload bind
 # hosts and a future the portal's operator may not control, so they are off unless asked for.
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if BEHIND_TLS_PROXY else 0, minimum=0)
@@ -339,7 +340,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     }
 )
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-# Beat writes its schedule file after every task it sends: the file's age is its healthcheck (docker-compose.yml).
+# Beat writes its schedule file after every task it sends, so that a restarted beat knows what it last sent.
 CELERY_BEAT_SYNC_EVERY = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -460,3 +461,19 @@ if API_TOKEN_DEFAULT_DAYS > API_TOKEN_MAX_DAYS:
 PORTAL_BASE_URL = (env_str("PORTAL_BASE_URL") or f"http://{env_str('PORTAL_ADDRESS') or '127.0.0.1:8000'}").rstrip("/")
 # Expiry reminders: days before expiry at which the owner is emailed, each once.
 CERTIFICATE_EXPIRY_REMINDER_DAYS = [int(d) for d in env_list("CERTIFICATE_EXPIRY_REMINDER_DAYS", ["30", "7"])]
+
+# Health, readiness and metrics (portal/health.py, portal/metrics.py; README, "Health, readiness and metrics").
+# /readyz fails a check when what it watches is older than these. Polling runs every CERTIFICATE_POLL_SECONDS: a
+# worker that started none for six periods (at least 3 minutes, so that one slow pass against a slow Cloudflare or a
+# busy worker is not mistaken for a dead one) is not consuming, and a poll that has not succeeded as long is failing.
+READY_POLL_MAX_AGE_SECONDS = env_int(
+    "READY_POLL_MAX_AGE_SECONDS", max(180, round(6 * CERTIFICATE_POLL_SECONDS)), minimum=1
+)
+# Beat queues the poll every CERTIFICATE_POLL_SECONDS whatever the workers do: four periods (at least 2 minutes).
+READY_BEAT_MAX_AGE_SECONDS = env_int(
+    "READY_BEAT_MAX_AGE_SECONDS", max(120, round(4 * CERTIFICATE_POLL_SECONDS)), minimum=1
+)
+# The drift repair syncs every FIREWALL_SYNC_SECONDS: two missed periods and 5 minutes for a long sync.
+READY_SYNC_MAX_AGE_SECONDS = env_int("READY_SYNC_MAX_AGE_SECONDS", round(2 * FIREWALL_SYNC_SECONDS) + 300, minimum=1)
+# /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>`; without a token it does not exist (404).
+METRICS_TOKEN = env_secret("METRICS_TOKEN")

@@ -11,6 +11,8 @@ admin.site.login = views.admin_login  # type: ignore[method-assign]  # replacing
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics_view, name="metrics"),
     path("accounts/", include("allauth.urls")),
     path("api/v1/", api.urls),
     path("", include("certificates.urls")),
