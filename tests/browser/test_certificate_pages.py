@@ -41,7 +41,7 @@ TOO_WIDE = """() => Array.from(document.querySelectorAll("body *"))
   .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 0.5 && el.getClientRects().length)
   .filter((el) => !Array.from(el.children).some((c) => c.getBoundingClientRect().right > window.innerWidth + 0.5))
   .slice(0, 5)
-  .map((el) => `${el.tagName.toLowerCase()}.${el.className}#${el.id} ${Math.round(el.getBoundingClientRect().right)}`)"""
+  .map((el) => `${el.tagName}.${el.className}#${el.id} ${Math.round(el.getBoundingClientRect().right)}`)"""
 
 
 def assert_fits(page: Page) -> None:
