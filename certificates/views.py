@@ -157,11 +157,22 @@ def certificate_new(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 def _certificate_to_renew(request: AuthenticatedHttpRequest) -> Certificate | None:
     """The user's certificate named by ?renew=, if it can be renewed; another user's is a 404."""
-    renewing = request.GET.get("renew", "")
-    if not (renewing.isascii() and renewing.isdigit()):
+    renewing = _id_in(request.GET.get("renew", ""))
+    if renewing is None:
         return None
-    certificate = own_certificate(request.user, int(renewing))
+    certificate = own_certificate(request.user, renewing)
     return certificate if certificate.status in RENEWABLE else None
+
+
+# The largest primary key (BigAutoField): a longer number in a query string would make the database refuse the query.
+LARGEST_ID = 2**63 - 1
+
+
+def _id_in(text: str) -> int | None:
+    """A row id given in a query string or form field, or None when the text is not one."""
+    if not (text.isascii() and text.isdigit()) or int(text) > LARGEST_ID:
+        return None
+    return int(text)
 
 
 # What "Renew" is offered for: a certificate in use (replaced, then revoked on confirmation) or one that ran out.
@@ -230,10 +241,11 @@ def certificate_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
 
 
 def _replacement(request: AuthenticatedHttpRequest, certificate: Certificate) -> Certificate | None:
-    value = request.POST.get("replacement", "") if request.method == "POST" else request.GET.get("replacement", "")
-    if not (value.isascii() and value.isdigit()) or int(value) == certificate.pk:
+    given = request.POST.get("replacement", "") if request.method == "POST" else request.GET.get("replacement", "")
+    replacement_id = _id_in(given)
+    if replacement_id is None or replacement_id == certificate.pk:
         return None
-    return Certificate.objects.filter(owner=request.user, pk=int(value), status__in=Certificate.USABLE).first()
+    return Certificate.objects.filter(owner=request.user, pk=replacement_id, status__in=Certificate.USABLE).first()
 
 
 @login_required

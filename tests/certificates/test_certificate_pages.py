@@ -18,6 +18,7 @@ from certificates.models import AuditEvent, Certificate
 from certificates.services.notifications import certificates_notify_owners
 from certificates.templatetags.certificate_pages import when
 from tests.support.pki import policy_csr
+from tests.support.portal_ca import trusted_portal_ca
 
 DATE = re.compile(r'<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ">\d{4}-\d\d-\d\d \d\d:\d\d UTC</time>')
 
@@ -155,6 +156,15 @@ def test_another_users_certificate_is_never_named_as_the_replacement(issued, ali
     assert event.detail == {"reason": "revoked by owner"}
 
 
+@pytest.mark.parametrize("value", ["99999999999999999999999", "-1", "1e3", "²"])
+def test_ids_that_are_not_row_ids_are_ignored_not_an_error(issued, alice, value):
+    client = logged_in(alice)
+    revoke_url = reverse("certificates:revoke", args=[issued.pk])
+
+    assert client.get(reverse("certificates:new"), {"renew": value}).context["renewed"] is None
+    assert client.get(revoke_url, {"replacement": value}).context["replacement"] is None
+
+
 # --- history: what happened in words, one date format ---
 
 
@@ -224,6 +234,16 @@ def test_the_revocation_email_carries_the_reason_staff_gave(issued, alice, charl
     assert "An administrator revoked it, giving this reason: <b>key leaked</b> on the build box see ticket 42" in (
         message.body
     )
+
+
+def test_a_portal_ca_revocation_by_staff_emails_the_reason_at_once(emulator, alice, charlie):
+    trusted_portal_ca(name="Example API CA")
+    certificate = issue(alice, "laptop")
+
+    services.certificate_revoke(certificate=certificate, origin=services.Origin(actor=charlie), reason="lost laptop")
+
+    (message,) = mail.outbox
+    assert "An administrator revoked it, giving this reason: lost laptop" in message.body
 
 
 def test_the_email_of_an_owners_own_revocation_names_no_administrator(issued, alice):
