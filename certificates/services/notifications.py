@@ -34,21 +34,24 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 @dataclass(frozen=True)
 class Revocation:
-    """Who asked for a certificate's revocation (its owner, or someone else: staff) and why."""
+    """Whether someone other than the owner (staff) asked for a certificate's revocation, and why."""
 
-    by_owner: bool
+    by_staff: bool
     reason: str
 
 
-# A certificate Cloudflare revoked with no request in the audit (revoked in Cloudflare's dashboard, say).
-NOT_REVOKED_BY_ANYONE = Revocation(by_owner=False, reason="")
+# A certificate revoked with no request by a person in the audit (revoked in Cloudflare's dashboard, say).
+NO_REQUEST = Revocation(by_staff=False, reason="")
 
 
 def revocations_of(certificate_ids: Iterable[int]) -> dict[int, Revocation]:
-    """The latest revocation request of each certificate, in one query; certificates never revoked are absent."""
+    """The latest revocation a person asked for, per certificate, in one query. The portal's own record of
+    Cloudflare finishing it (no actor, no reason) is not a request; certificates with none are absent."""
     found: dict[int, Revocation] = {}
     events = (
-        AuditEvent.objects.filter(certificate_id__in=list(certificate_ids), action__in=REVOCATION_ACTIONS)
+        AuditEvent.objects.filter(
+            certificate_id__in=list(certificate_ids), action__in=REVOCATION_ACTIONS, actor__isnull=False
+        )
         .order_by("certificate_id", "-created_at", "-id")
         .values_list("certificate_id", "actor_id", "certificate__owner_id", "detail")
     )
@@ -56,7 +59,7 @@ def revocations_of(certificate_ids: Iterable[int]) -> dict[int, Revocation]:
         if certificate_id in found:
             continue
         reason = detail.get("reason", "") if isinstance(detail, dict) else ""
-        found[certificate_id] = Revocation(by_owner=actor_id == owner_id, reason=one_line(str(reason or "")))
+        found[certificate_id] = Revocation(by_staff=actor_id != owner_id, reason=one_line(str(reason or "")))
     return found
 
 
@@ -91,7 +94,7 @@ def certificates_notify_owners(*, notices: Sequence[Notice]) -> list[Notice]:
     failed: list[Notice] = []
     for row in Certificate.objects.filter(pk__in=actions).select_related("owner").order_by("pk"):
         try:
-            certificate_notify_owner(row, actions[row.pk], revocation=revocations.get(row.pk, NOT_REVOKED_BY_ANYONE))
+            certificate_notify_owner(row, actions[row.pk], revocation=revocations.get(row.pk, NO_REQUEST))
         except TRANSIENT_MAIL_ERRORS as exc:
             logger.warning("could not email the owner of certificate %s about %s: %s", row.pk, actions[row.pk], exc)
             failed.append((row.pk, actions[row.pk]))

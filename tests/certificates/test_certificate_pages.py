@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from certificates import services
 from certificates.models import AuditEvent, Certificate
+from certificates.services.audit import audit
 from certificates.services.notifications import certificates_notify_owners
 from certificates.templatetags.certificate_pages import when
 from tests.support.pki import policy_csr
@@ -220,8 +221,22 @@ def test_the_owner_sees_the_reason_staff_gave_in_the_history(issued, alice, char
     assert "an administrator" in body
 
 
+def cloudflare_finishes_the_revocation(certificate: Certificate) -> None:
+    """What polling records when Cloudflare has revoked it: an event by no one, with no reason."""
+    Certificate.objects.filter(pk=certificate.pk).update(status=Certificate.Status.REVOKED)
+    audit(
+        AuditEvent.Action.REVOKED,
+        services.Origin(actor=None),
+        certificate=certificate,
+        old=Certificate.Status.PENDING_REVOCATION,
+        new=Certificate.Status.REVOKED,
+        detail={"source": "polling"},
+    )
+
+
 def test_the_revocation_email_carries_the_reason_staff_gave(issued, alice, charlie):
     services.certificate_revoke(certificate=issued, origin=services.Origin(actor=charlie), reason=STAFF_REASON)
+    cloudflare_finishes_the_revocation(issued)
     mail.outbox.clear()
 
     failed = certificates_notify_owners(notices=[(issued.pk, AuditEvent.Action.REVOKED)])
@@ -248,6 +263,7 @@ def test_a_portal_ca_revocation_by_staff_emails_the_reason_at_once(emulator, ali
 
 def test_the_email_of_an_owners_own_revocation_names_no_administrator(issued, alice):
     services.certificate_revoke(certificate=issued, origin=services.Origin(actor=alice), reason="revoked by owner")
+    cloudflare_finishes_the_revocation(issued)
     mail.outbox.clear()
 
     certificates_notify_owners(notices=[(issued.pk, AuditEvent.Action.REVOKED)])
