@@ -78,7 +78,8 @@ def certificate_notify_owner(row: Certificate, action: str, *, revocation: Revoc
     context = {
         "certificate": row,
         "revoked": revoked,
-        "revocation": revocation if revoked else None,
+        # Only staff's revocations are explained: the owner knows why they revoked their own.
+        "staff_revocation": revocation if revoked and revocation is not None and revocation.by_staff else None,
         "url": f"{settings.PORTAL_BASE_URL}{reverse('certificates:detail', args=[row.pk])}",
     }
     subject = f"Certificate “{row.name}” {'revoked' if context['revoked'] else 'reactivated'}"
