@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shlex
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
@@ -24,6 +26,7 @@ from certificates.firewall.status import allowlist_status, awaiting_the_edge, sy
 from certificates.firewall.sync import firewall_preview
 from certificates.models import AccessRequest, ApiToken, AuditEvent, Certificate, CertificateAuthority, FirewallState
 from certificates.policy import get_policy
+from certificates.templatetags.certificate_pages import reminder_window_days
 from certificates.views_helpers import AuthenticatedHttpRequest, issuer_of, origin_of, own_certificate
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
             "filters": DASHBOARD_FILTERS.items(),
             "sorts": DASHBOARD_SORTS.items(),
             "awaiting_the_edge": waiting,
+            "expiring": _expiring_soon(request.user),
             **standing(request.user),
         },
     )
@@ -75,14 +79,31 @@ DASHBOARD_FILTERS = {
 DASHBOARD_SORTS = {"Newest": "-created_at", "Expiring soonest": "expires_on"}
 
 
+def _expiring_soon(user: User) -> list[Certificate]:
+    """The user's usable certificates that expire within the reminder window, soonest first (any page, any filter)."""
+    now = timezone.now()
+    return list(
+        Certificate.objects.filter(
+            owner=user,
+            status__in=Certificate.USABLE,
+            expires_on__gt=now,
+            expires_on__lte=now + timedelta(days=reminder_window_days()),
+        ).order_by("expires_on")
+    )
+
+
 def standing(user: User) -> dict[str, object]:
     """What the user may issue now: admission, their own maximum, the zone's room, and requests to staff."""
     policy = get_policy()
     room = admission.zone_room(get_zone_id())
+    refusal = admission.admission_refusal(user)
+    held = admission.held_by(user)
     return {
-        "refusal": admission.admission_refusal(user),
-        "held": admission.held_by(user),
+        "refusal": refusal,
+        "held": held,
         "max_active": policy.max_active_per_user,
+        # The new-certificate page's buttons start disabled when issuing cannot succeed: no key is made for nothing.
+        "may_issue": refusal is None and held < policy.max_active_per_user and room != 0,
         "zone_room": room,
         "zone_capacity": policy.zone_capacity,
         "room_request": admission.pending_request(user, AccessRequest.Kind.ROOM),
@@ -111,13 +132,11 @@ def access_request(request: AuthenticatedHttpRequest) -> HttpResponse:
 @require_GET
 def certificate_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     taken = Certificate.objects.filter(owner=request.user).count()
-    # "Renew" on a certificate's page starts a new certificate with the same name.
-    renewing = request.GET.get("renew")
-    renewed = (
-        Certificate.objects.filter(owner=request.user, pk=renewing).first()
-        if renewing and renewing.isascii() and renewing.isdigit()
-        else None
-    )
+    # "Renew" on a certificate's page: a replacement with the same name; once it is issued the page offers to
+    # revoke the old one (behind its confirmation page), which nothing here does by itself.
+    renewed = _certificate_to_renew(request)
+    policy = get_policy()
+    subject = shlex.quote(policy.subject_for(request.user).openssl_subj())
     return render(
         request,
         "certificates/certificate_new.html",
@@ -128,9 +147,37 @@ def certificate_new(request: AuthenticatedHttpRequest) -> HttpResponse:
             "api_hostnames": settings.PORTAL_API_HOSTNAMES,
             "dashboard_url": reverse("certificates:dashboard"),
             "name_suggestion": renewed.name if renewed else f"certificate-{taken + 1}",
+            "renewed": renewed,
+            "openssl_existing_key": f"openssl req -new -key client.key -out client.csr -subj {subject}",
+            "openssl_new_key": policy.openssl_command(request.user),
             **standing(request.user),
         },
     )
+
+
+def _certificate_to_renew(request: AuthenticatedHttpRequest) -> Certificate | None:
+    """The user's certificate named by ?renew=, if it can be renewed; another user's is a 404."""
+    renewing = _id_in(request.GET.get("renew", ""))
+    if renewing is None:
+        return None
+    certificate = own_certificate(request.user, renewing)
+    return certificate if certificate.status in RENEWABLE else None
+
+
+# The largest primary key (BigAutoField): a longer number in a query string would make the database refuse the query.
+LARGEST_ID = 2**63 - 1
+
+
+def _id_in(text: str) -> int | None:
+    """A row id given in a query string or form field, or None when the text is not one."""
+    if not (text.isascii() and text.isdigit()) or int(text) > LARGEST_ID:
+        return None
+    return int(text)
+
+
+# What "Renew" is offered for: a certificate in use (replaced, then revoked on confirmation) or one that ran out.
+# A revoked or failed one has nothing to renew: "New certificate" makes another.
+RENEWABLE = frozenset({Certificate.Status.ACTIVE, Certificate.Status.EXPIRED})
 
 
 @login_required
@@ -150,6 +197,7 @@ def certificate_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
             "adopted": adopted,
             "awaiting_the_edge": awaiting_the_edge([certificate], zone_id=certificate.zone_id),
             "issuer": issuer_of(certificate),
+            "renewable": certificate.status in RENEWABLE,
         },
     )
 
@@ -174,15 +222,30 @@ def certificate_pem(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def certificate_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     certificate = own_certificate(request.user, pk)
+    # After a renewal: the new certificate that replaces this one (the user's own, else not mentioned).
+    replacement = _replacement(request, certificate)
     if request.method == "GET":
-        return render(request, "certificates/certificate_revoke.html", {"certificate": certificate})
+        context = {"certificate": certificate, "replacement": replacement}
+        return render(request, "certificates/certificate_revoke.html", context)
+    reason = f"replaced by “{replacement.name}”" if replacement else "revoked by owner"
     try:
-        services.certificate_revoke(certificate=certificate, origin=origin_of(request), reason="revoked by owner")
+        services.certificate_revoke(certificate=certificate, origin=origin_of(request), reason=reason)
     except services.ServiceError as exc:
         messages.error(request, exc.message)
-    else:
+        return redirect("certificates:detail", pk=pk)
+    if replacement is None:
         messages.success(request, "Revocation requested. Cloudflare finishes it within a few minutes.")
-    return redirect("certificates:detail", pk=pk)
+        return redirect("certificates:detail", pk=pk)
+    messages.success(request, f"“{certificate.name}” is being revoked; “{replacement.name}” replaces it.")
+    return redirect("certificates:detail", pk=replacement.pk)
+
+
+def _replacement(request: AuthenticatedHttpRequest, certificate: Certificate) -> Certificate | None:
+    given = request.POST.get("replacement", "") if request.method == "POST" else request.GET.get("replacement", "")
+    replacement_id = _id_in(given)
+    if replacement_id is None or replacement_id == certificate.pk:
+        return None
+    return Certificate.objects.filter(owner=request.user, pk=replacement_id, status__in=Certificate.USABLE).first()
 
 
 @login_required

@@ -7,8 +7,9 @@ import { offerDownloads, setupDownloads } from "./new-certificate/downloads.js";
 import { errorBanner, userMessage } from "./new-certificate/errors.js";
 import { setupGenerate } from "./new-certificate/generate.js";
 import { setupPaste } from "./new-certificate/paste.js";
-import { fetchPolicy, showPolicy } from "./new-certificate/policy.js";
+import { fetchPolicy, mayIssue, showPolicy, showStanding } from "./new-certificate/policy.js";
 import { setupTabs } from "./new-certificate/tabs.js";
+import { setupCopyButtons } from "./portal/copy-buttons.js";
 
 function csrfToken(root) {
   const input = root.querySelector('input[name="csrfmiddlewaretoken"]') || document.querySelector('input[name="csrfmiddlewaretoken"]');
@@ -30,12 +31,35 @@ async function loadPolicy(page) {
   try {
     const { policy, entries } = await fetchPolicy(page.policyUrl);
     page.policy = policy;
-    byId("create-button").disabled = !showPolicy(policy, entries);
-    byId("paste-submit").disabled = false;
+    const canGenerate = showPolicy(policy, entries);
+    // At the user's maximum, in a full zone or before admission, nothing is made only to be refused: the buttons
+    // stay disabled and the notice above them (rendered by the server) says what to do.
+    byId("create-button").disabled = !(canGenerate && mayIssue(policy));
+    byId("paste-submit").disabled = !mayIssue(policy);
   } catch (e) {
     page.errors.show(userMessage(e, "Could not load the certificate policy"));
   } finally {
     byId("policy-status").textContent = "";
+  }
+}
+
+/**
+ * After a certificate is issued here: the counts on the page follow (the policy is asked again), and when it
+ * renews another certificate, the way to revoke that one (its confirmation page, told which certificate replaces it).
+ */
+async function afterIssued(page, issued) {
+  const replace = byId("replace-old");
+  const revokeUrl = byId("new-certificate").dataset.replacesRevokeUrl;
+  if (replace && revokeUrl && issued && issued.id !== undefined) {
+    byId("revoke-replaced").href = `${revokeUrl}?replacement=${encodeURIComponent(String(issued.id))}`;
+    replace.hidden = false;
+  }
+  try {
+    const { policy } = await fetchPolicy(page.policyUrl);
+    page.policy = policy;
+    showStanding(policy);
+  } catch (e) {
+    console.warn("could not refresh the certificate counts", e);
   }
 }
 
@@ -73,9 +97,11 @@ function init() {
   setupGenerate(page, (generated) => {
     page.generated = generated;
     offerDownloads(generated);
+    afterIssued(page, generated.issued);
   });
   setupDownloads(page);
-  setupPaste(page);
+  setupPaste(page, (issued) => afterIssued(page, issued));
+  setupCopyButtons(document);
   const dashboardUrl = root.dataset.dashboardUrl;
   if (dashboardUrl) for (const link of document.querySelectorAll("[data-dashboard-link]")) link.href = dashboardUrl;
   loadPolicy(page);

@@ -12,7 +12,7 @@ import { UserError } from "../src/new-certificate/errors.js";
 import { formatDate, makeCertificate } from "../src/new-certificate/generate.js";
 import { NAME_MAX_LENGTH, nameProblem } from "../src/new-certificate/name.js";
 import { pastedCsrPem } from "../src/new-certificate/paste.js";
-import { fetchPolicy, keyTypeOptions, standing, validityLabel, validityOptions } from "../src/new-certificate/policy.js";
+import { fetchPolicy, keyTypeOptions, mayIssue, standing, validityLabel, validityOptions } from "../src/new-certificate/policy.js";
 import { StepError, runStep } from "../src/new-certificate/progress.js";
 import { tabIndexAfterKey } from "../src/new-certificate/tabs.js";
 import { buildZip } from "../src/files.js";
@@ -43,10 +43,19 @@ test("key types: only those the browser can make, the policy's default if offere
   assert.equal(keyTypeOptions({}).options.length, 5, "no list in the policy: every type this page can make");
 });
 
-test("standing: N of M, and a notice at the limit", () => {
-  assert.deepEqual(standing({ active_certificates: 2, max_active_certificates: 5 }), { active: "2 of 5", limit: null });
-  assert.match(standing({ active_certificates: 5, max_active_certificates: 5 }).limit, /already have 5 active certificates/);
+test("standing: N of M, and whether that is the most allowed", () => {
+  assert.deepEqual(standing({ active_certificates: 2, max_active_certificates: 5 }), { active: "2 of 5", held: 2, full: false });
+  assert.equal(standing({ active_certificates: 5, max_active_certificates: 5 }).full, true);
   assert.equal(standing({ active_certificates: 1 }), null);
+});
+
+test("may issue: only when admitted, under the maximum and with room in the zone", () => {
+  const open = { active_certificates: 2, max_active_certificates: 5, zone_room: 10, admission: { admitted: true } };
+  assert.equal(mayIssue(open), true);
+  assert.equal(mayIssue({ ...open, active_certificates: 5 }), false, "at the user's maximum");
+  assert.equal(mayIssue({ ...open, zone_room: 0 }), false, "the zone is full");
+  assert.equal(mayIssue({ ...open, zone_room: null }), true, "no zone capacity configured");
+  assert.equal(mayIssue({ ...open, admission: { admitted: false } }), false, "waiting for staff");
 });
 
 test("policy: loaded with its subject, or a UserError that says why not", async (t) => {
@@ -203,7 +212,7 @@ test("the zip's README carries the origin section when the API says a portal CA 
 });
 
 test("dates show in UTC; a value that is no date shows as it is", () => {
-  assert.equal(formatDate("2030-01-02T03:04:05Z"), "Wed, 02 Jan 2030 03:04:05 UTC");
+  assert.equal(formatDate("2030-01-02T03:04:05Z"), "2030-01-02 03:04 UTC");
   assert.equal(formatDate("soon"), "soon");
   assert.equal(formatDate(null), "");
 });

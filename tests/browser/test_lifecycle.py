@@ -46,7 +46,7 @@ def test_it_lists_the_new_certificate_and_the_owner_revokes_it(page, alice, sign
     expect(page.get_by_role("status")).to_contain_text("Revocation requested")
     expect(page.get_by_test_id("status")).to_have_text("Pending revocation")
     expect(page.get_by_test_id("revoke")).to_have_count(0)
-    expect(page.get_by_test_id("history")).to_contain_text("active → pending_revocation")
+    expect(page.get_by_test_id("history")).to_contain_text("Active → Pending revocation")
     certificate = Certificate.objects.get(pk=issued.id)
     assert certificate.status == Certificate.Status.PENDING_REVOCATION
     event = certificate.events.get(action=AuditEvent.Action.REVOCATION_REQUESTED)

@@ -186,7 +186,7 @@ def test_it_uses_an_unusual_name_as_text_and_makes_safe_file_names(page, alice_s
     expect(page.locator("img[src=x]")).to_have_count(0)
 
 
-def test_it_explains_the_limit_and_keeps_nothing_when_the_quota_is_full(page, alice_signed_in, emulator):
+def test_at_the_quota_it_says_how_to_make_room_and_makes_no_key(page, alice_signed_in, emulator, traffic):
     from certificates import services
     from tests.support.pki import policy_csr
 
@@ -200,17 +200,20 @@ def test_it_explains_the_limit_and_keeps_nothing_when_the_quota_is_full(page, al
         )
     page.goto("/certificates/new/")
     expect(page.get_by_test_id("policy-active")).to_have_text("5 of 5")
-    expect(page.get_by_test_id("policy-limit")).to_contain_text("You already have 5 active certificates")
+    expect(page.get_by_test_id("user-full")).to_be_visible()
+    expect(page.get_by_test_id("user-full")).to_contain_text("revoke one you no longer use")
 
-    page.get_by_test_id("create-button").click()
+    # The policy has loaded, and the buttons stay disabled: no key is made only to be refused.
+    expect(page.get_by_test_id("policy-summary")).to_be_visible()
+    expect(page.get_by_test_id("create-button")).to_be_disabled()
+    page.get_by_test_id("tab-paste").click()
+    expect(page.get_by_test_id("paste-submit")).to_be_disabled()
+    assert traffic.to("POST", ISSUE_PATH) == []
 
-    expect(page.get_by_test_id("error")).to_have_text(
-        "The certificate was not issued: You already have 5 active certificates, the most allowed. "
-        "Revoke one you no longer use on your dashboard, then try again."
-    )
-    expect(page.get_by_test_id("progress-issue")).to_have_attribute("data-state", "error")
-    expect(page.get_by_test_id("result")).to_be_hidden()
-    expect(page.get_by_test_id("create-button")).to_be_enabled()
+    # The notice's link leads to a revoke action that exists.
+    page.get_by_test_id("user-full").get_by_role("link").click()
+    page.get_by_test_id("row-revoke").first.click()
+    expect(page.get_by_test_id("confirm-revoke")).to_be_visible()
     assert Certificate.objects.filter(owner=alice_signed_in).count() == 5
 
 

@@ -32,10 +32,24 @@ export async function makeCertificate({ keyTypeId, subject, request, progress, p
   });
 }
 
+const pad = (n) => String(n).padStart(2, "0");
+
+/** "2030-01-02 03:04 UTC": the one date format of the portal's pages (certificates/templatetags/certificate_pages.py). */
 export function formatDate(iso) {
   if (!iso) return "";
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? String(iso) : d.toUTCString().replace(" GMT", " UTC");
+  if (Number.isNaN(d.getTime())) return String(iso);
+  return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())} UTC`;
+}
+
+/** Fills a result panel's facts: name, fingerprint, serial, expiry, and the certificate for its copy button. */
+export function showFacts(prefix, { name, issued, certificatePem }) {
+  byId(`${prefix}result-name`).textContent = name;
+  byId(`${prefix}result-serial`).textContent = issued.serial_number || "";
+  byId(`${prefix}result-expires`).textContent = formatDate(issued.expires_on);
+  const copy = byId(`${prefix}certificate-copy`);
+  if (certificatePem) copy.dataset.copy = certificatePem;
+  copy.disabled = !certificatePem;
 }
 
 function setFormDisabled(disabled) {
@@ -45,9 +59,7 @@ function setFormDisabled(disabled) {
 function showResult(generated) {
   const { issued } = generated;
   byId("fingerprint").textContent = issued.fingerprint_sha256 || "";
-  byId("result-name").textContent = generated.name;
-  byId("result-serial").textContent = issued.serial_number || "";
-  byId("result-expires").textContent = formatDate(issued.expires_on);
+  showFacts("", generated);
   if (issued.detail_url) byId("detail-link").href = issued.detail_url;
   else byId("detail-link").hidden = true;
   if (!generated.certificateDer) {

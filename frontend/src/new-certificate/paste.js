@@ -8,6 +8,7 @@ import { csrSubject } from "../keys.js";
 import { subjectProblems } from "../subject.js";
 import { recordDownload, requestCertificate } from "./certificate-api.js";
 import { UserError, userMessage } from "./errors.js";
+import { showFacts } from "./generate.js";
 import { readName } from "./name.js";
 
 export const CSR_FILE_MAX_BYTES = 64 * 1024;
@@ -53,9 +54,15 @@ function readCsr(page, textArea) {
 
 function showResult(answer, name) {
   const { issued, certificatePem } = answer;
-  byId("paste-progress").textContent = certificatePem
-    ? "Certificate issued."
-    : `The request was accepted, but the certificate is not ready yet (status: ${issued.status || "unknown"}). Get it from its detail page once it is issued.`;
+  // The result panel's heading says "Certificate issued"; the progress line has nothing more to say.
+  byId("paste-progress").textContent = "";
+  if (!certificatePem) {
+    byId("paste-result-heading").textContent = "Certificate requested";
+    const pending = byId("paste-result-pending");
+    pending.textContent = `The request was accepted, but the certificate is not ready yet (status: ${issued.status || "unknown"}). Get it from its detail page once it is issued.`;
+    pending.hidden = false;
+  }
+  showFacts("paste-", { name: issued.name || name, issued, certificatePem });
   byId("paste-download-certificate").disabled = !certificatePem;
   byId("paste-fingerprint").textContent = issued.fingerprint_sha256 || "";
   byId("paste-download-certificate").textContent = `Certificate (${fileNames(issued.name || name).certificate})`;
@@ -80,12 +87,12 @@ function setupFilePicker(page, textArea) {
   });
 }
 
-export function setupPaste(page) {
+/** Wires the paste form; onIssued(issued) runs once the portal has accepted the CSR. */
+export function setupPaste(page, onIssued = () => {}) {
   const textArea = byId("csr-pem");
   const submit = byId("paste-submit");
   let answer = null; // the portal's answer once the CSR was accepted
 
-  byId("openssl-copy").addEventListener("click", (ev) => copyText(byId("openssl-command").textContent, ev.currentTarget));
   setupFilePicker(page, textArea);
 
   byId("paste-form").addEventListener("submit", async (ev) => {
@@ -108,6 +115,7 @@ export function setupPaste(page) {
       const validityDays = Number.parseInt(byId("paste-validity").value, 10);
       answer = await requestCertificate({ ...page.issuing, csrPem, validityDays, name });
       showResult(answer, name);
+      onIssued(answer.issued);
     } catch (e) {
       byId("paste-progress").textContent = "";
       page.errors.show(userMessage(e, "Something went wrong"));

@@ -28,15 +28,36 @@ export function keyTypeOptions(policy) {
   return { options: offered.map((k) => ({ value: k.id, label: k.label || KEY_TYPES[k.id].label })), selected };
 }
 
-/** "N of M" active certificates and, at the limit, the notice to show; null when the policy does not say. */
+/** "N of M" active certificates, and whether that is the most allowed; null when the policy does not say. */
 export function standing(policy) {
   const active = Number(policy.active_certificates);
   const max = Number(policy.max_active_certificates);
   if (!Number.isFinite(active) || !Number.isFinite(max)) return null;
-  const limit = active >= max
-    ? `You already have ${active} active certificates, the most allowed. Revoke one on the dashboard before creating another.`
-    : null;
-  return { active: `${active} of ${max}`, limit };
+  return { active: `${active} of ${max}`, held: active, full: active >= max };
+}
+
+/**
+ * Whether a certificate can be issued now: admitted, under the user's maximum, and room in the zone. When not,
+ * the page says why (the server renders the notice) and no key is made only to be refused.
+ */
+export function mayIssue(policy) {
+  const current = standing(policy);
+  const admitted = !policy.admission || policy.admission.admitted !== false;
+  return admitted && !(current && current.full) && policy.zone_room !== 0;
+}
+
+/** Brings the page's counts up to date (after issuing here): "N of M", the dashboard box, the limit notice. */
+export function showStanding(policy, root = document) {
+  const current = standing(policy);
+  if (!current) return;
+  byId("policy-active").textContent = current.active;
+  const held = root.querySelector('[data-testid="held"]');
+  if (held) held.textContent = String(current.held);
+  const room = root.querySelector('[data-testid="zone-room"]');
+  if (room && Number.isFinite(policy.zone_room)) room.textContent = String(policy.zone_room);
+  const full = root.querySelector('[data-testid="user-full"]');
+  if (full) full.hidden = !current.full;
+  for (const another of root.querySelectorAll("[data-create-another]")) another.hidden = !mayIssue(policy);
 }
 
 /** The policy and its subject entries; a UserError says why it cannot be used. */
@@ -62,19 +83,10 @@ function fillSelect(select, { options, selected }) {
 /** Shows the policy and fills both forms' choices; returns whether a key can be generated here. */
 export function showPolicy(policy, entries) {
   byId("policy-subject").textContent = subjectText(entries);
-  const current = standing(policy);
-  if (current) {
-    byId("policy-active").textContent = current.active;
-    if (current.limit) {
-      byId("policy-limit").hidden = false;
-      byId("policy-limit").textContent = current.limit;
-    }
-  }
+  showStanding(policy);
   byId("policy-summary").hidden = false;
   const canGenerate = fillSelect(byId("key-type"), keyTypeOptions(policy));
   fillSelect(byId("validity"), validityOptions(policy.validity_days));
   fillSelect(byId("paste-validity"), validityOptions(policy.validity_days));
-  byId("openssl-command").textContent = policy.openssl_command || "";
-  byId("openssl-copy").disabled = !policy.openssl_command;
   return canGenerate;
 }
