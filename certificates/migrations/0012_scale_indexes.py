@@ -6,6 +6,8 @@ import django.db.models.deletion
 import django.db.models.fields.json
 from django.conf import settings
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 # Admin search by the owner's email prefix (certificates.admin.owner_ids_by_email_prefix): Django's istartswith is
 # UPPER("email"::text) LIKE UPPER('prefix%'); text_pattern_ops lets a LIKE prefix use the index whatever the
@@ -13,12 +15,13 @@ from django.db import migrations, models
 EMAIL_PREFIX_INDEX = "certificates_user_email_upper_prefix"
 
 
-def _user_table(apps) -> str:
+def _user_table(apps: StateApps) -> str:
     app_label, model_name = settings.AUTH_USER_MODEL.split(".")
-    return apps.get_model(app_label, model_name)._meta.db_table
+    table: str = apps.get_model(app_label, model_name)._meta.db_table
+    return table
 
 
-def create_email_prefix_index(apps, schema_editor):
+def create_email_prefix_index(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     if schema_editor.connection.vendor != "postgresql":
         return  # SQLite (development, tests without services) has no pattern opclasses and no table to speak of
     table = schema_editor.quote_name(_user_table(apps))
@@ -27,7 +30,7 @@ def create_email_prefix_index(apps, schema_editor):
     )
 
 
-def drop_email_prefix_index(apps, schema_editor):
+def drop_email_prefix_index(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(f"DROP INDEX IF EXISTS {EMAIL_PREFIX_INDEX}")
 
