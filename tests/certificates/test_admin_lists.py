@@ -167,6 +167,18 @@ def test_past_the_exact_count_the_number_is_an_estimate_and_no_count_reads_every
     assert all("LIMIT 6" in sql for sql in counts), counts
 
 
+def test_the_pages_show_every_certificate_once_newest_first(staff, alice, monkeypatch):
+    rows = certificate_rows(alice, 12)
+    monkeypatch.setattr(certificates_admin.CertificateAdmin, "list_per_page", 5)
+
+    pages = [list(staff.get(CHANGELIST, {"p": str(n)}).context["cl"].result_list) for n in (1, 2, 3)]
+
+    shown = [row.pk for page in pages for row in page]
+    newest_first = sorted(rows, key=lambda row: (row.created_at, row.pk), reverse=True)
+    assert [len(page) for page in pages] == [5, 5, 2]
+    assert shown == [row.pk for row in newest_first]
+
+
 def test_a_small_list_counts_exactly(staff, issued):
     content = staff.get(CHANGELIST).content.decode()
 

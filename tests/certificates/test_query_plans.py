@@ -148,7 +148,9 @@ HOT_PATHS: dict[str, Callable[[World], object]] = {
         certificate=w.issued, origin=services.Origin(actor=w.alice)
     ),
     "admin: certificates": changelist("certificate"),
+    "admin: certificates, a later page": changelist("certificate", p="3"),
     "admin: certificates by status": changelist("certificate", status__exact="revoked"),
+    "admin: certificates by status, a later page": changelist("certificate", status__exact="revoked", p="2"),
     "admin: certificates expired": changelist("certificate", expiry="expired"),
     "admin: certificates expiring within 7 days": changelist("certificate", expiry="7d"),
     "admin: certificates expiring later": changelist("certificate", expiry="later"),
@@ -168,6 +170,7 @@ HOT_PATHS: dict[str, Callable[[World], object]] = {
     ),
     "admin: certificate search by email prefix": changelist("certificate", q="ALICE@"),
     "admin: audit log": changelist("auditevent"),
+    "admin: audit log, a later page": changelist("auditevent", p="3"),
     "admin: audit log by action": changelist("auditevent", action__exact="certificate.issued"),
     "admin: audit log search": lambda w: w.staff.get(
         reverse("admin:certificates_auditevent_changelist"), {"q": w.issued.fingerprint_sha256}
