@@ -18,6 +18,13 @@ readonly_fields
 fields
 add_view  # ModelAdmin's add page, replaced by the portal CA's creation form
 format_value  # forms.Widget hook: SecretTextarea never renders the submitted key back
+paginator
+show_full_result_count
+show_facets
+search_help_text
+_.get_changelist
+_.get_search_results
+_.estimated  # read by the template admin/certificates/pagination.html
 
 # certificates/api.py: django-ninja: the auth class hook and the schema resolvers it calls by name
 _.authenticate

@@ -8,6 +8,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 
@@ -101,12 +103,21 @@ class Certificate(models.Model):
     # Statuses Cloudflare reports that the portal mirrors.
     REMOTE = frozenset({Status.ACTIVE, Status.PENDING_REVOCATION, Status.PENDING_REACTIVATION, Status.REVOKED})
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="certificates")
+    # db_index=False here and below: an index in Meta leads with the column and serves every lookup by it, so the
+    # foreign key's own index would only slow down writes.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="certificates", db_index=False
+    )
     name = models.CharField(max_length=100)
     zone_id = models.CharField(max_length=32)
     # The portal CA that signed it; None for Cloudflare's managed CA (cloudflare_id then names it at Cloudflare).
     authority = models.ForeignKey(
-        CertificateAuthority, null=True, blank=True, on_delete=models.PROTECT, related_name="certificates"
+        CertificateAuthority,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="certificates",
+        db_index=False,
     )
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.ISSUING)
     cloudflare_id = models.CharField(max_length=36, blank=True, default="")
@@ -149,13 +160,11 @@ class Certificate(models.Model):
             ),
         ]
         indexes = [
-            # The dashboard and quota checks: a user's certificates by status.
+            # The dashboard and quota checks: a user's certificates by status (admission.held_by, the API's count).
             models.Index(fields=("owner", "status"), name="certificate_owner_status"),
-            # Workers: certificates of a zone in a given status (pending transitions, in-flight issuance).
-            models.Index(fields=("zone_id", "status"), name="certificate_zone_status"),
             # Admin search and firewall rules look certificates up by fingerprint.
             models.Index(fields=("fingerprint_sha256",), name="certificate_fingerprint"),
-            # The CRL of a portal CA: its revoked certificates.
+            # The CRL of a portal CA (its revoked certificates), a CA's certificates in use (admin, retirement).
             models.Index(fields=("authority", "status"), name="certificate_authority_status"),
             # Every issuance: is this key in the zone already (services.quotas.refuse_known_key)? Without it the
             # check reads every certificate of the zone.
@@ -163,7 +172,48 @@ class Certificate(models.Model):
             # The dashboard's and GET /api/v1/certificates' default page (certificates/listing.py): a user's
             # newest first, read a page at a time from the index. The expiry sorts order by
             # Coalesce(expires_on, ...) and sort a user's rows in memory (hundreds at most): no index for them.
+            # Also the issuance rate limit (services.quotas: a user's certificates made since a moment).
             models.Index(fields=("owner", "created_at"), name="certificate_owner_created"),
+            # The admin's list, newest first (ORDER BY created_at DESC, id DESC), a page read from the index instead
+            # of a sort of the whole table; and its "created" filter (a range of created_at).
+            models.Index(fields=("created_at", "id"), name="certificate_created"),
+            # The admin's status filter, newest first; and the sweeper's issuing and unconfirmed rows
+            # (lifecycle.certificates_mark_stuck, tasks.sweep_stuck: a few rows of one status, by updated_at).
+            models.Index(fields=("status", "created_at", "id"), name="certificate_status_created"),
+            # The admin's expiry filter (expired, within 7 or 30 days, later): a range of expires_on.
+            models.Index(fields=("expires_on",), name="certificate_expires_on"),
+            # Workers on usable certificates by expiry: lifecycle.certificates_mark_expired (usable but past
+            # expiry: a handful, however many expired ones history holds), lifecycle.expiry_reminders_send (usable,
+            # expiring within N days) and the firewall sync's usable certificates (firewall_inputs).
+            models.Index(
+                fields=("expires_on",),
+                condition=models.Q(status__in=("active", "pending_reactivation")),  # USABLE
+                name="certificate_usable_expiry",
+            ),
+            # Polling (lifecycle.certificates_poll): a zone's certificates with a transition pending at Cloudflare,
+            # a few among tens of thousands.
+            models.Index(
+                fields=("zone_id",),
+                condition=models.Q(status__in=("pending_revocation", "pending_reactivation")),  # PENDING
+                name="certificate_zone_pending",
+            ),
+            # The zone's room on every dashboard, API policy answer and issuance (admission.zone_used): the managed
+            # CA's certificates that hold a slot, counted from the index alone.
+            models.Index(
+                fields=("zone_id",),
+                condition=models.Q(
+                    authority__isnull=True,
+                    status__in=("issuing", "unconfirmed", "active", "pending_reactivation"),  # HOLDS_A_SLOT
+                ),
+                name="certificate_zone_slots",
+            ),
+            # Admin search by serial (exact, certificates.admin.CertificateAdmin.get_search_results); the unique
+            # (authority, serial_number) above covers only the portal CAs' rows.
+            models.Index(fields=("serial_number",), name="certificate_serial"),
+            # Admin search by Cloudflare id; the unique (zone_id, cloudflare_id) leads with the zone.
+            models.Index(
+                fields=("cloudflare_id",), condition=~models.Q(cloudflare_id=""), name="certificate_cloudflare_id"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -216,6 +266,10 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ("-created_at",)
+        indexes = [
+            # The admin's list, newest first (ORDER BY created_at DESC, id DESC): a page read from the index.
+            models.Index(fields=("created_at", "id"), name="token_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.hint}…)"
@@ -275,10 +329,13 @@ class AuditEvent(models.Model):
         ACCESS_DECIDED = "access.decided", "Access request decided by staff"
 
     action = models.CharField(max_length=64, choices=Action.choices)
+    # db_index=False: the Meta indexes lead with actor and with certificate.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
-    certificate = models.ForeignKey(Certificate, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    certificate = models.ForeignKey(
+        Certificate, null=True, blank=True, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     old_status = models.CharField(max_length=32, blank=True, default="")
@@ -289,8 +346,25 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ("-created_at", "-id")
         indexes = [
-            # A certificate's history, newest first.
+            # A certificate's history, newest first (its page, the API); also what PROTECT checks on a delete.
             models.Index(fields=("certificate", "-created_at"), name="audit_certificate_created"),
+            # The admin's list, newest first (ORDER BY created_at DESC, id DESC): a page read from the index
+            # instead of a sort of every event on disk; and its date filter.
+            models.Index(fields=("created_at", "id"), name="audit_created"),
+            # The admin's action filter, newest first; and the workers' reads of one action (rotation notices
+            # sent, zone issuer changes: services.authorities).
+            models.Index(fields=("action", "created_at", "id"), name="audit_action_created"),
+            # A user's own events by time: the revocation rate limit (services.revocation, the owner's revocations
+            # in the last period); also what SET_NULL updates when a user is deleted.
+            models.Index(fields=("actor", "created_at"), name="audit_actor_created"),
+            # The networks page's "last changed" (firewall.status._last_allowlist_change): the newest allowlist
+            # change of one user, found by detail->'user_id' among allowlist changes only.
+            models.Index(
+                KeyTransform("user_id", "detail"),
+                F("created_at").desc(),
+                condition=models.Q(action="allowlist.changed"),  # Action.ALLOWLIST_CHANGED
+                name="audit_allowlist_user",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -300,14 +374,23 @@ class AuditEvent(models.Model):
 class AllowlistEntry(models.Model):
     """A network a user's certificates may be used from. A user with no entries may connect from anywhere."""
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="allowlist")
+    # db_index=False: the unique (owner, network) leads with it.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="allowlist", db_index=False
+    )
     # Normalized CIDR (ipaddress.ip_network(..., strict=True)), e.g. 192.0.2.0/24 or 2001:db8::/32.
     network = models.CharField(max_length=64)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ("network",)
+        # (owner, network) serves every read by owner: the user's page, the API, the firewall sync.
         constraints = [models.UniqueConstraint(fields=("owner", "network"), name="allowlist_unique_network_per_user")]
+        indexes = [
+            # The admin's list in network order (certificates.admin.AllowlistEntryAdmin.ordering) and its exact
+            # search by network.
+            models.Index(fields=("network", "id"), name="allowlist_network"),
+        ]
 
     def __str__(self) -> str:
         return self.network
@@ -358,6 +441,10 @@ class UnknownCertificate(models.Model):
         ordering = ("-last_seen_at",)
         constraints = [
             models.UniqueConstraint(fields=("zone_id", "cloudflare_id"), name="unknown_certificate_unique_per_zone")
+        ]
+        indexes = [
+            # The admin's list, the latest seen first (ORDER BY last_seen_at DESC, id DESC).
+            models.Index(fields=("last_seen_at", "id"), name="unknown_certificate_last_seen"),
         ]
 
     def __str__(self) -> str:

@@ -72,7 +72,8 @@ def backoff_seconds(retries: int, exc: Exception | None = None) -> float:
 
 
 def _zones() -> list[str]:
-    zones = set(Certificate.objects.values_list("zone_id", flat=True).distinct())
+    # order_by(): with the model's ordering, DISTINCT would be over (zone_id, created_at), a row per certificate.
+    zones = set(Certificate.objects.order_by().values_list("zone_id", flat=True).distinct())
     zones.add(get_zone_id())
     return sorted(zones)
 
