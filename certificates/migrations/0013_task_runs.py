@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("certificates", "0010_certificate_owner_listing"),
+        ("certificates", "0012_scale_indexes"),
     ]
 
     operations = [
