@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -240,11 +241,12 @@ def certificates_mark_stuck(*, now: datetime, zone_id: str | None = None) -> lis
 def _sweep_under_way(zone_id: str, now: datetime) -> ReconcileSweep:
     """The zone's sweep, begun now if none is under way."""
     sweep, _ = ReconcileSweep.objects.get_or_create(zone_id=zone_id)
-    if sweep.started_at is None:
+    # A listing this code does not read (stored by another version of it) cannot be resumed: the sweep begins anew.
+    if sweep.started_at is None or sweep.listing not in (*LISTED, ""):
         with transaction.atomic():
-            begun = ReconcileSweep.objects.filter(pk=sweep.pk, started_at__isnull=True).update(
-                started_at=now, listing=LISTED[0], page=1, listing_total=None, shifted=False
-            )
+            begun = ReconcileSweep.objects.filter(
+                pk=sweep.pk, started_at=sweep.started_at, listing=sweep.listing
+            ).update(started_at=now, listing=LISTED[0], page=1, listing_total=None, shifted=False)
             if begun:
                 ReconcileSeen.objects.filter(sweep=sweep).delete()  # left by a pass that outlived the last sweep
         sweep.refresh_from_db()
@@ -400,8 +402,8 @@ def _confirm(sweep: ReconcileSweep, rows: list[Certificate], run: _Pass) -> bool
 
 
 def _finish_sweep(sweep: ReconcileSweep, run: _Pass) -> None:
-    """Every certificate in use is accounted for: forget the unknown ones no listing showed (adopted, revoked or gone),
-    and fail the unconfirmed issuances Cloudflare never made."""
+    """Every certificate in use is accounted for: forget the unknown ones no listing showed (revoked or gone) and those
+    adopted since, and fail the unconfirmed issuances Cloudflare never made."""
     with transaction.atomic():
         finished = ReconcileSweep.objects.filter(pk=sweep.pk, started_at=sweep.started_at).update(
             started_at=None, listing="", page=1, listing_total=None, shifted=False
@@ -409,7 +411,11 @@ def _finish_sweep(sweep: ReconcileSweep, run: _Pass) -> None:
         if not finished:
             return
         seen = ReconcileSeen.objects.filter(sweep=sweep).values("cloudflare_id")
-        UnknownCertificate.objects.filter(zone_id=run.zone_id).exclude(cloudflare_id__in=seen).delete()
+        # Also a row written back by a pass that listed the certificate before staff adopted it.
+        portal_ids = Certificate.objects.filter(zone_id=run.zone_id).exclude(cloudflare_id="").values("cloudflare_id")
+        UnknownCertificate.objects.filter(zone_id=run.zone_id).filter(
+            ~Q(cloudflare_id__in=seen) | Q(cloudflare_id__in=portal_ids)
+        ).delete()
         ReconcileSeen.objects.filter(sweep=sweep).delete()
     run.result.finished = True
     if sweep.started_at is not None and not sweep.shifted:

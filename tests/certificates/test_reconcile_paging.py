@@ -287,6 +287,24 @@ def test_unknown_certificates_are_recorded_page_by_page_and_forgotten_only_when_
     assert UnknownCertificate.objects.get(cloudflare_id=newcomer.id).common_name == "made-in-dashboard"
 
 
+def test_an_unknown_row_left_for_a_certificate_staff_adopted_is_forgotten_when_the_sweep_ends(emulator, owners):
+    fleet = seed_fleet(emulator, zone_id=ZONE, owners=owners, active=1)
+    # Written back by a pass that listed the certificate before the adoption committed.
+    UnknownCertificate.objects.create(zone_id=ZONE, cloudflare_id=fleet.active[0].cloudflare_id, status="active")
+
+    assert lifecycle.zone_reconcile(zone_id=ZONE).finished
+    assert not UnknownCertificate.objects.exists()
+
+
+def test_a_sweep_stored_by_another_version_begins_anew(emulator, owners):
+    seed_fleet(emulator, zone_id=ZONE, owners=owners, active=1)
+    ReconcileSweep.objects.create(zone_id=ZONE, started_at=timezone.now(), listing="all", page=7)
+
+    result = lifecycle.zone_reconcile(zone_id=ZONE)
+
+    assert (result.calls, result.finished) == (3, True)
+
+
 def test_revoked_certificates_are_never_listed(emulator, owners):
     seed_fleet(emulator, zone_id=ZONE, owners=owners, active=10, revoked=300, unknown=5)
     wire = record_wire(emulator)
