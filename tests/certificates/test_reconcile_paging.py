@@ -376,7 +376,7 @@ def test_expired_certificates_are_marked_in_one_update_and_one_audit_insert(db, 
     assert lifecycle.certificates_mark_expired(zone_id=ZONE, now=now) == []
 
 
-def test_the_sweep_cursor_is_one_row_per_zone(emulator, owners, settings):
+def test_a_pass_stores_where_the_sweep_stopped(emulator, owners, settings):
     seed_fleet(emulator, zone_id=ZONE, owners=owners, active=51)
     settings.RECONCILE_CALLS_PER_PASS = 1
 
