@@ -469,6 +469,45 @@ class Zone(models.Model):
         return f"zone {self.zone_id}"
 
 
+class ReconcileSweep(models.Model):
+    """Where a zone's reconciliation stands. A sweep reads Cloudflare's listings of the statuses that matter, a page at
+    a time, at most RECONCILE_CALLS_PER_PASS calls a pass; the next pass resumes here
+    (certificates.services.lifecycle.zone_reconcile). Passes move it by compare-and-set, so two never record the
+    same page twice."""
+
+    zone_id = models.CharField(max_length=32, unique=True)
+    # When the sweep under way began; None between sweeps (the next pass begins one).
+    started_at = models.DateTimeField(null=True, blank=True)
+    # The status whose listing the sweep is reading, and the page of it to read next; empty once every listing is
+    # read, while the sweep reads one by one the certificates the listings did not show.
+    listing = models.CharField(max_length=32, blank=True, default="")
+    page = models.PositiveIntegerField(default=1)
+    # The listing's total_count on the page read last: a smaller one on a later page means certificates left the
+    # listing while it was paged, which moves later ones onto pages already read (shifted).
+    listing_total = models.PositiveIntegerField(null=True, blank=True)
+    # A listing shrank during the sweep, so it may have missed a certificate: its end fails no unconfirmed issuance.
+    shifted = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"reconciliation of zone {self.zone_id}"
+
+
+class ReconcileSeen(models.Model):
+    """A certificate the sweep under way has accounted for (listed, or read on its own). What a sweep has not seen by
+    its end is absent from Cloudflare's listings. Deleted when the sweep ends."""
+
+    sweep = models.ForeignKey(ReconcileSweep, on_delete=models.CASCADE, related_name="seen")
+    cloudflare_id = models.CharField(max_length=36)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=("sweep", "cloudflare_id"), name="reconcile_seen_unique_per_sweep")
+        ]
+
+    def __str__(self) -> str:
+        return self.cloudflare_id
+
+
 class AccessRequest(models.Model):
     """A user's request to staff: admission to issue certificates (PORTAL_ADMISSION=approval), or room in a full
     zone. Staff decide in the admin; the user sees the request's state on their dashboard."""

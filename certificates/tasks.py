@@ -102,6 +102,8 @@ def reconcile_zone() -> dict[str, Any]:
             "drifted": len(result.drifted),
             "expired": result.expired,
             "unknown": result.unknown,
+            "calls": result.calls,
+            "sweep_finished": result.finished,
         }
     return summary
 

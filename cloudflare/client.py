@@ -78,6 +78,10 @@ class Page:
     items: tuple[ClientCertificate, ...]
     info: ResultInfo
 
+    def is_last(self, page_number: int, per_page: int) -> bool:
+        """No page follows this one: how iter_client_certificates stops, for callers that page themselves."""
+        return _is_last_page(self, page_number, per_page)
+
 
 class CloudflareClient:
     # Writes that may have reached Cloudflare without the client learning their outcome, retried or not. Such a
@@ -212,7 +216,7 @@ class CloudflareClient:
                 if certificate.id not in seen:
                     seen.add(certificate.id)
                     yield certificate
-            if _is_last_page(page, page_number, per_page):
+            if page.is_last(page_number, per_page):
                 return
             page_number += 1
 

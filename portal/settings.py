@@ -358,6 +358,9 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CERTIFICATE_POLL_SECONDS = env_float("CERTIFICATE_POLL_SECONDS", 30.0, minimum=1)
 RECONCILE_SECONDS = env_float("RECONCILE_SECONDS", 900.0, minimum=10)
+# Cloudflare calls one reconciliation pass may make (list pages of 50 and single reads); a zone that needs more is
+# swept over several passes, each resuming where the last stopped. 20 lists 1,000 certificates in use in one pass.
+RECONCILE_CALLS_PER_PASS = env_int("RECONCILE_CALLS_PER_PASS", 20, minimum=1)
 FIREWALL_SYNC_SECONDS = env_float("FIREWALL_SYNC_SECONDS", 600.0, minimum=10)
 FIREWALL_SYNC_DEBOUNCE_SECONDS = env_int("FIREWALL_SYNC_DEBOUNCE_SECONDS", 5, minimum=0)
 # How often beat queues the syncs that changes requested but that were never queued or never ran (Redis was down).

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from certificates.cloudflare_client import get_cloudflare_client
-from certificates.enqueue import request_firewall_sync, request_revocation_check
+from certificates.enqueue import request_firewall_sync, request_owner_emails, request_revocation_check
 from certificates.models import AuditEvent, Certificate
 from certificates.services.audit import Origin, audit
 from certificates.services.crls import crl_request_refresh
@@ -19,13 +17,10 @@ from certificates.services.errors import (
     RateLimitedError,
     call_cloudflare,
 )
-from certificates.services.notifications import certificate_notify_owner
 from certificates.services.rates import count_of, in_words, period_in_words, seconds_until_allowed
 from cloudflare import errors as cf_errors
 from cloudflare.client import CloudflareClient
 from portal.env import Rate
-
-logger = logging.getLogger(__name__)
 
 
 def certificate_revoke(*, certificate: Certificate, origin: Origin, reason: str = "") -> Certificate:
@@ -74,11 +69,9 @@ def _revoke_by_portal_ca(certificate: Certificate, *, authority_id: int, origin:
         )
         request_firewall_sync(certificate.zone_id)
         crl_request_refresh(authority_ids=[authority_id])
-    try:
-        certificate_notify_owner(certificate, AuditEvent.Action.REVOKED)
-    except Exception:
-        # Revoked, and the rules and the CRL will follow: a mail outage only costs the email.
-        logger.exception("could not email the owner of certificate %s about its revocation", certificate.pk)
+        # From a task of its own after the commit, retried there: a slow or failing mail server never holds up
+        # the request, and the revocation stands whatever happens to the email.
+        request_owner_emails([(certificate.pk, AuditEvent.Action.REVOKED)])
     return certificate
 
 

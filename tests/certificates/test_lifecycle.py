@@ -164,10 +164,14 @@ def test_reconciliation_does_not_undo_a_revocation_made_while_it_lists(emulator,
     real_client = lifecycle.get_cloudflare_client()
 
     class RevokeDuringListing:
-        def iter_client_certificates(self, zone_id, status):
-            listing = list(real_client.iter_client_certificates(zone_id, status=status))  # still says active
-            services.certificate_revoke(certificate=certificate, origin=services.Origin(actor=alice))
-            return iter(listing)
+        def __getattr__(self, name):
+            return getattr(real_client, name)
+
+        def list_client_certificates_page(self, zone_id, **kwargs):
+            page = real_client.list_client_certificates_page(zone_id, **kwargs)  # still says active
+            if Certificate.objects.get(pk=certificate.pk).status == Certificate.Status.ACTIVE:
+                services.certificate_revoke(certificate=certificate, origin=services.Origin(actor=alice))
+            return page
 
     monkeypatch.setattr(lifecycle, "get_cloudflare_client", lambda: RevokeDuringListing())
 
