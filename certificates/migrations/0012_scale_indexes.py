@@ -37,7 +37,7 @@ def drop_email_prefix_index(apps: StateApps, schema_editor: BaseDatabaseSchemaEd
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("certificates", "0010_certificate_owner_listing"),
+        ("certificates", "0011_reconcile_sweep"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
