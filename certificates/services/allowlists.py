@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from certificates.allowlist import AllowlistError, CheckedAllowlist, check_networks
+from certificates.allowlist import (
+    AllowlistError,
+    CheckedAllowlist,
+    CountedAs,
+    Problem,
+    UnreachableAllowlistError,
+    address_order,
+    check_networks,
+)
 from certificates.cloudflare_client import get_zone_id
 from certificates.enqueue import request_firewall_sync
 from certificates.firewall.compiler import allowlist_fits
@@ -17,15 +27,45 @@ from certificates.services.errors import PolicyError
 
 
 def allowlist_get(*, user: User) -> list[str]:
-    return list(AllowlistEntry.objects.filter(owner=user).values_list("network", flat=True))
+    """The user's networks in address order (IPv4 first), as the page shows them and the checker stores them."""
+    networks = AllowlistEntry.objects.filter(owner=user).values_list("network", flat=True)
+    return sorted(networks, key=lambda network: address_order(ipaddress.ip_network(network)))
 
 
-def allowlist_set(*, user: User, networks: list[str], origin: Origin) -> CheckedAllowlist:
-    """Replace the user's allowlist; an empty list allows any address. Nothing changes on bad input."""
+class AllowlistRefusedError(PolicyError):
+    """The list was not saved. `problems` name the entries at fault; `confirmable` when the only fault is that no
+    network is one Cloudflare sees, which the user may confirm (`confirm_unreachable`) to save it anyway."""
+
+    def __init__(self, message: str, *, problems: tuple[Problem, ...], confirmable: bool) -> None:
+        super().__init__(message)
+        self.problems = problems
+        self.confirmable = confirmable
+
+
+def allowlist_set(
+    *,
+    user: User,
+    networks: list[str],
+    origin: Origin,
+    confirm_unreachable: bool = False,
+    counted_as: CountedAs = "entry",
+) -> CheckedAllowlist:
+    """Replace the user's allowlist; an empty list allows any address. Nothing changes on bad input.
+
+    `networks` are the page's lines or the API's items (`counted_as` says which, for the messages). A list of
+    networks Cloudflare never sees (private ranges only, say) would block every request with the user's
+    certificates: it is refused unless `confirm_unreachable`.
+    """
     try:
-        checked = check_networks(networks, max_networks=settings.ALLOWLIST_MAX_NETWORKS)
+        checked = check_networks(
+            networks,
+            max_networks=settings.ALLOWLIST_MAX_NETWORKS,
+            confirm_unreachable=confirm_unreachable,
+            counted_as=counted_as,
+        )
     except AllowlistError as exc:
-        raise PolicyError(str(exc)) from exc
+        confirmable = isinstance(exc, UnreachableAllowlistError)
+        raise AllowlistRefusedError(str(exc), problems=exc.problems, confirmable=confirmable) from exc
     if not allowlist_fits(settings.PORTAL_API_HOSTNAMES, checked.networks):
         raise PolicyError(
             "These networks are too long to write into one firewall rule (4,096 characters); "
@@ -33,7 +73,7 @@ def allowlist_set(*, user: User, networks: list[str], origin: Origin) -> Checked
         )
     with transaction.atomic():
         old = allowlist_get(user=user)
-        if old == list(checked.networks):
+        if set(old) == set(checked.networks):
             return checked
         AllowlistEntry.objects.filter(owner=user).exclude(network__in=checked.networks).delete()
         AllowlistEntry.objects.bulk_create(
@@ -44,7 +84,14 @@ def allowlist_set(*, user: User, networks: list[str], origin: Origin) -> Checked
         audit(
             AuditEvent.Action.ALLOWLIST_CHANGED,
             origin,
-            detail={"user_id": user.pk, "old": old, "new": list(checked.networks)},
+            detail={
+                "user_id": user.pk,
+                "old": old,
+                "new": list(checked.networks),
+                # Said when the user saved, on purpose, a list that blocks every request with their certificates.
+                **({"confirmed_unreachable": True} if checked.admits_nothing else {}),
+            },
         )
         request_firewall_sync(get_zone_id())
     return checked
+
