@@ -94,4 +94,3 @@ def allowlist_set(
         )
         request_firewall_sync(get_zone_id())
     return checked
-
