@@ -39,7 +39,9 @@ def test_the_page_shows_the_saved_list_and_labels_its_examples(client, alice):
     response = client.get(PAGE)
 
     assert response.context["networks_text"] == f"{OFFICE}\n2606:4700::/32"  # IPv4 first, as saved
-    assert "These examples are documentation ranges that stand for yours" in response.content.decode()
+    assert "(documentation ranges that stand for yours: saved on their own, they are refused)" in " ".join(
+        response.content.decode().split()
+    )
 
 
 def test_a_list_is_saved_and_the_page_says_what_happens_next(client, alice, django_capture_on_commit_callbacks):
