@@ -196,8 +196,9 @@ def _parse(text: str) -> IPNetwork:
         raise ValueError("is every address; leave the list empty to allow any address.")
     if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped is not None:
         # Cloudflare writes an IPv4 client's address as IPv4; the mapped form never matches it.
-        ipv4 = network.network_address.ipv4_mapped
-        raise ValueError(f"is an IPv4 address written as IPv6; write {ipv4} instead.")
+        ipv4 = ipaddress.ip_network(f"{network.network_address.ipv4_mapped}/{network.prefixlen - 96}")
+        written = ipv4.network_address if ipv4.prefixlen == 32 else ipv4
+        raise ValueError(f"is IPv4 written as IPv6; write {written} instead.")
     return network
 
 

@@ -340,8 +340,8 @@ class AllowlistOut(Schema):
 
 @api.get("/allowlist", response=AllowlistOut, summary="The networks your certificates may be used from")
 def get_allowlist(request: AuthenticatedApiRequest) -> dict[str, Any]:
-    networks = services.allowlist_get(user=request.auth)
-    return {"networks": networks, **_allowlist_status(request)}
+    standing = services.allowlist_standing(user=request.auth)
+    return {"networks": list(standing.networks), "warnings": list(standing.warnings), **_allowlist_status(request)}
 
 
 @api.put("/allowlist", response={200: AllowlistOut, 400: Message}, summary="Replace your allowlist")

@@ -191,8 +191,8 @@ def certificate_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpRespon
 def allowlist(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The user's networks. A refused list comes back as typed, each problem naming its line, and changes nothing
     (400); a list that admits no request at all is saved only when the user ticks the confirmation."""
-    saved = services.allowlist_get(user=request.user)
-    text = "\n".join(saved)
+    standing = services.allowlist_standing(user=request.user)
+    text = "\n".join(standing.networks)
     refusal: services.ServiceError | None = None
     if request.method == "POST":
         text = request.POST.get("networks", "")
@@ -212,7 +212,9 @@ def allowlist(request: AuthenticatedHttpRequest) -> HttpResponse:
     problems, confirmable = _allowlist_refusal(refusal)
     context = {
         "networks_text": text,
-        "has_networks": bool(saved),
+        "has_networks": bool(standing.networks),
+        # Saved as confirmed, or before the portal refused such lists: said on every visit, not only once.
+        "admits_nothing": standing.admits_nothing,
         "status": allowlist_status(user=request.user, zone_id=get_zone_id()),
         "problems": problems,
         "confirmable": confirmable,

@@ -29,7 +29,25 @@ from certificates.services.errors import PolicyError
 def allowlist_get(*, user: User) -> list[str]:
     """The user's networks in address order (IPv4 first), as the page shows them and the checker stores them."""
     networks = AllowlistEntry.objects.filter(owner=user).values_list("network", flat=True)
-    return sorted(networks, key=lambda network: address_order(ipaddress.ip_network(network)))
+    return sorted(networks, key=_address_order)
+
+
+def _address_order(network: str) -> tuple[int, int, int]:
+    try:
+        return address_order(ipaddress.ip_network(network))
+    except ValueError:
+        return (99, 0, 0)  # written outside the checker (the admin, a shell): last, rather than a broken page
+
+
+def allowlist_standing(*, user: User) -> CheckedAllowlist:
+    """The saved list as the checker judges it today: which networks admit nothing, and whether none does
+    (a list the user saved with the confirmation, which the page keeps saying blocks every request)."""
+    networks = allowlist_get(user=user)
+    try:
+        return check_networks(networks, max_networks=max(len(networks), 1), confirm_unreachable=True)
+    except AllowlistError:
+        # Only an entry written outside the checker (the admin, a shell) can fail here; it is shown, not judged.
+        return CheckedAllowlist(networks=tuple(networks))
 
 
 class AllowlistRefusedError(PolicyError):

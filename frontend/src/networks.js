@@ -52,9 +52,8 @@ async function refreshStatus() {
     fresh = null;
   }
   const current = document.querySelector('[data-testid="allowlist-status"]');
-  if (!fresh || !current) return;
-  current.replaceWith(fresh);
-  watchStatus();
+  if (fresh && current) current.replaceWith(fresh);
+  watchStatus(); // the old block (still pending) if the page could not be fetched: try again on the next change
 }
 
 function watchStatus() {

@@ -63,7 +63,11 @@ def test_comments_blank_lines_commas_and_spaces_are_read_as_a_person_writes_them
         ("fe80::1%eth0", "line 1: `fe80::1%eth0` has an IPv6 zone index (%...); give the address alone."),
         (
             "::ffff:93.184.216.34",
-            "line 1: `::ffff:93.184.216.34` is an IPv4 address written as IPv6; write 93.184.216.34 instead.",
+            "line 1: `::ffff:93.184.216.34` is IPv4 written as IPv6; write 93.184.216.34 instead.",
+        ),
+        (
+            "::ffff:93.184.216.0/120",
+            "line 1: `::ffff:93.184.216.0/120` is IPv4 written as IPv6; write 93.184.216.0/24 instead.",
         ),
     ],
 )
@@ -302,3 +306,11 @@ def test_an_allowlist_too_long_for_one_rule_is_refused(alice, settings):
     with pytest.raises(services.PolicyError, match="too long to write into one firewall rule"):
         services.allowlist_set(user=alice, networks=scattered, origin=services.Origin(actor=alice))
     assert not AllowlistEntry.objects.exists()
+
+
+def test_the_saved_list_is_judged_again_and_an_entry_written_elsewhere_does_not_break_the_page(alice):
+    AllowlistEntry.objects.create(owner=alice, network="10.0.0.0/8")
+    assert services.allowlist_standing(user=alice).admits_nothing
+
+    AllowlistEntry.objects.create(owner=alice, network="not a network")  # the admin does not check
+    assert services.allowlist_standing(user=alice).networks == ("10.0.0.0/8", "not a network")

@@ -104,6 +104,19 @@ def test_the_schema_documents_the_confirmation_and_the_notices():
     assert "notices" in schema["AllowlistOut"]["properties"]
 
 
+def test_get_warns_about_saved_networks_that_admit_nothing(alice):
+    AllowlistEntry.objects.create(owner=alice, network=OFFICE)
+    AllowlistEntry.objects.create(owner=alice, network="192.168.0.0/16")
+
+    response = Client().get("/api/v1/allowlist", headers={"Authorization": f"Bearer {token_for(alice)}"})
+
+    assert response.json()["networks"] == ["93.184.216.0/24", "192.168.0.0/16"]
+    assert response.json()["warnings"] == [
+        "entry 2: 192.168.0.0/16 is a private range (RFC 1918); Cloudflare never sees it as a request's address, so "
+        "it admits nothing."
+    ]
+
+
 def test_each_user_gets_only_their_own_list(alice, bob):
     AllowlistEntry.objects.create(owner=alice, network=OFFICE)
 

@@ -90,6 +90,14 @@ def test_a_list_only_of_private_ranges_is_refused_until_confirmed(client, alice)
 
     assert saved(alice) == ["10.0.0.0/8", "192.168.0.0/16"]
     assert "Saved as you confirmed: every request with your certificates will be blocked." in messages_of(confirmed)
+    assert 'data-testid="admits-nothing"' in client.get(PAGE).content.decode(), "said on every visit, not only once"
+
+
+def test_a_list_with_a_network_cloudflare_sees_is_not_said_to_block_everything(client, alice):
+    AllowlistEntry.objects.create(owner=alice, network="10.0.0.0/8")
+    AllowlistEntry.objects.create(owner=alice, network=OFFICE)
+
+    assert 'data-testid="admits-nothing"' not in client.get(PAGE).content.decode()
 
 
 def test_the_confirmation_does_not_excuse_a_bad_line(client, alice):
