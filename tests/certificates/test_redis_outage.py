@@ -160,7 +160,7 @@ def test_a_revocation_on_the_page_whose_budget_redis_is_down_shows_a_message_not
 
 def test_a_broker_error_in_an_api_request_answers_503(alice, monkeypatch):
     client, headers = api_client(alice)
-    monkeypatch.setattr(services, "allowlist_get", mock.Mock(side_effect=OperationalError("broker gone")))
+    monkeypatch.setattr(services, "allowlist_standing", mock.Mock(side_effect=OperationalError("broker gone")))
 
     assert_503_json(client.get("/api/v1/allowlist", headers=headers))
 
