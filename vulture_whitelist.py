@@ -41,6 +41,9 @@ verbose_name_plural
 _.ready
 signals
 
+# certificates/allowlist.py: AddressOffer's field the networks page's template reads
+never_seen
+
 # certificates/management/commands/check_cloudflare.py: management commands
 help
 

@@ -305,12 +305,32 @@ def _rate(rate: Rate) -> dict[str, int]:
 
 
 class AllowlistIn(Schema):
-    networks: list[str] = Field(description="IPv4/IPv6 addresses and CIDRs; an empty list allows any address")
+    networks: list[str] = Field(
+        description=(
+            "IPv4/IPv6 addresses and CIDRs, one per entry (an entry may hold several separated by commas or spaces; "
+            "`#` starts a comment); an empty list allows any address. A bad entry is refused with a 400 naming it "
+            '("entry 3: `10.0.0.300/8` is not an IPv4 or IPv6 address or network."); duplicates and networks '
+            "inside others are merged, and `notices` says which"
+        )
+    )
+    confirm_unreachable: bool = Field(
+        default=False,
+        description=(
+            "Save a list made only of networks Cloudflare never sees as a request's address (private, loopback, "
+            "link-local, CGNAT, documentation ranges). Such a list blocks every request with your certificates, "
+            "so without this it is refused with a 400"
+        ),
+    )
 
 
 class AllowlistOut(Schema):
-    networks: list[str]
-    warnings: list[str] = []
+    networks: list[str] = Field(description="the networks saved, normalized, IPv4 first, in address order")
+    warnings: list[str] = Field(
+        default=[], description="networks kept that Cloudflare never sees, so they admit nothing"
+    )
+    notices: list[str] = Field(
+        default=[], description="entries merged into others: duplicates, and networks inside another network"
+    )
     status: Literal["applied", "waiting", "not_applied"] = Field(
         description="whether the firewall enforces these networks (or any address, when empty) at Cloudflare now"
     )
@@ -320,14 +340,29 @@ class AllowlistOut(Schema):
 
 @api.get("/allowlist", response=AllowlistOut, summary="The networks your certificates may be used from")
 def get_allowlist(request: AuthenticatedApiRequest) -> dict[str, Any]:
-    networks = services.allowlist_get(user=request.auth)
-    return {"networks": networks, "warnings": [], **_allowlist_status(request)}
+    standing = services.allowlist_standing(user=request.auth)
+    return {"networks": list(standing.networks), "warnings": list(standing.warnings), **_allowlist_status(request)}
 
 
 @api.put("/allowlist", response={200: AllowlistOut, 400: Message}, summary="Replace your allowlist")
 def put_allowlist(request: AuthenticatedApiRequest, payload: AllowlistIn) -> dict[str, Any]:
-    checked = services.allowlist_set(user=request.auth, networks=payload.networks, origin=origin_of(request))
-    return {"networks": list(checked.networks), "warnings": list(checked.warnings), **_allowlist_status(request)}
+    try:
+        checked = services.allowlist_set(
+            user=request.auth,
+            networks=payload.networks,
+            origin=origin_of(request),
+            confirm_unreachable=payload.confirm_unreachable,
+        )
+    except services.AllowlistRefusedError as exc:
+        if not exc.confirmable:
+            raise
+        raise services.PolicyError(f'{exc.message} Send "confirm_unreachable": true to save it anyway.') from exc
+    return {
+        "networks": list(checked.networks),
+        "warnings": list(checked.warnings),
+        "notices": list(checked.notices),
+        **_allowlist_status(request),
+    }
 
 
 def _allowlist_status(request: AuthenticatedApiRequest) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from certificates import admission, listing, services
+from certificates.allowlist import CheckedAllowlist, Problem, address_offer, lines_of
 from certificates.authority.pki import crl_pem
 from certificates.cloudflare_client import get_zone_id
 from certificates.firewall.status import allowlist_status, awaiting_the_edge, sync_trouble
@@ -27,7 +28,7 @@ from certificates.firewall.sync import firewall_preview
 from certificates.models import AccessRequest, ApiToken, AuditEvent, Certificate, CertificateAuthority, FirewallState
 from certificates.policy import get_policy
 from certificates.templatetags.certificate_pages import reminder_window_days
-from certificates.views_helpers import AuthenticatedHttpRequest, issuer_of, origin_of, own_certificate
+from certificates.views_helpers import AuthenticatedHttpRequest, client_address, issuer_of, origin_of, own_certificate
 
 logger = logging.getLogger(__name__)
 
@@ -251,20 +252,59 @@ def _replacement(request: AuthenticatedHttpRequest, certificate: Certificate) ->
 @login_required
 @require_http_methods(["GET", "POST"])
 def allowlist(request: AuthenticatedHttpRequest) -> HttpResponse:
-    text = "\n".join(services.allowlist_get(user=request.user))
+    """The user's networks. A refused list comes back as typed, each problem naming its line, and changes nothing
+    (400); a list that admits no request at all is saved only when the user ticks the confirmation."""
+    standing = services.allowlist_standing(user=request.user)
+    text = "\n".join(standing.networks)
+    refusal: services.ServiceError | None = None
     if request.method == "POST":
         text = request.POST.get("networks", "")
         try:
-            checked = services.allowlist_set(user=request.user, networks=text.split(), origin=origin_of(request))
+            checked = services.allowlist_set(
+                user=request.user,
+                networks=lines_of(text),
+                origin=origin_of(request),
+                confirm_unreachable=request.POST.get("confirm_unreachable") == "yes",
+                counted_as="line",
+            )
         except services.ServiceError as exc:
-            messages.error(request, exc.message)
+            refusal = exc
         else:
-            for warning in checked.warnings:
-                messages.warning(request, warning)
-            messages.success(request, "Allowlist saved. The firewall rules follow within a minute.")
+            _tell_allowlist_saved(request, checked)
             return redirect("certificates:allowlist")
-    status = allowlist_status(user=request.user, zone_id=get_zone_id())
-    return render(request, "certificates/allowlist.html", {"networks_text": text, "status": status})
+    problems, confirmable = _allowlist_refusal(refusal)
+    context = {
+        "networks_text": text,
+        "has_networks": bool(standing.networks),
+        # Saved as confirmed, or before the portal refused such lists: said on every visit, not only once.
+        "admits_nothing": standing.admits_nothing,
+        "status": allowlist_status(user=request.user, zone_id=get_zone_id()),
+        "problems": problems,
+        "confirmable": confirmable,
+        # The address this browser reaches the portal from, as the audit log records it (TRUSTED_PROXY_COUNT).
+        "here": address_offer(client_address(request)),
+    }
+    return render(request, "certificates/allowlist.html", context, status=refusal.status_code if refusal else 200)
+
+
+def _allowlist_refusal(refusal: services.ServiceError | None) -> tuple[tuple[Problem, ...], bool]:
+    """The problems to list, and whether ticking the confirmation would save the list."""
+    if isinstance(refusal, services.AllowlistRefusedError):
+        return refusal.problems, refusal.confirmable
+    return ((Problem(refusal.message),) if refusal else ()), False
+
+
+def _tell_allowlist_saved(request: HttpRequest, checked: CheckedAllowlist) -> None:
+    everywhere = "" if checked.networks else " Your certificates will work from any address."
+    messages.success(request, f"Networks saved.{everywhere} The status below says when the firewall enforces them.")
+    for notice in checked.notices:
+        messages.info(request, notice)
+    if checked.admits_nothing:
+        # The refusal before the confirmation named each network; one line now says what the user chose.
+        messages.warning(request, "Saved as you confirmed: every request with your certificates will be blocked.")
+    else:
+        for warning in checked.warnings:
+            messages.warning(request, warning)
 
 
 # A new token's secret waits here for the one page view that shows it (post/redirect/get).

@@ -2,6 +2,7 @@
 // kept); the bundles are committed so that running the portal needs no Node:
 //   src/new-certificate.js -> static/js/new-certificate.js  (the new-certificate page)
 //   src/portal.js          -> static/js/portal.js           (copy buttons, pending status; other pages)
+//   src/networks.js        -> static/js/networks.js         (the networks page)
 // Usage: npm run build            (npm run build -- --watch to rebuild on change)
 import * as esbuild from "esbuild";
 import { fileURLToPath } from "node:url";
@@ -10,7 +11,7 @@ import { statSync } from "node:fs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const outdir = join(here, "..", "static", "js");
-const PAGE_SCRIPTS = ["new-certificate", "portal"];
+const PAGE_SCRIPTS = ["networks", "new-certificate", "portal"];
 
 const options = {
   entryPoints: PAGE_SCRIPTS.map((name) => join(here, "src", `${name}.js`)),

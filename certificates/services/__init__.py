@@ -7,7 +7,7 @@ through certificates.enqueue: the services never import the tasks (the tasks imp
 """
 
 from certificates.services.access_requests import access_request_create, access_request_decide
-from certificates.services.allowlists import allowlist_get, allowlist_set
+from certificates.services.allowlists import AllowlistRefusedError, allowlist_get, allowlist_set, allowlist_standing
 from certificates.services.audit import Origin, audit
 from certificates.services.errors import (
     AdmissionError,
@@ -33,6 +33,7 @@ from certificates.services.unknown_certificates import unknown_certificate_adopt
 
 __all__ = [
     "AdmissionError",
+    "AllowlistRefusedError",
     "AuthorityUnavailableError",
     "CloudflareUnavailableError",
     "InvalidTransitionError",
@@ -46,6 +47,7 @@ __all__ = [
     "access_request_decide",
     "allowlist_get",
     "allowlist_set",
+    "allowlist_standing",
     "api_token_authenticate",
     "api_token_create",
     "api_token_revoke",

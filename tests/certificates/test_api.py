@@ -301,10 +301,11 @@ def test_a_browser_session_may_write(emulator, alice):
     browser = Client()
     browser.force_login(alice)
 
-    response = browser.put("/api/v1/allowlist", data='{"networks": ["192.0.2.0/24"]}', content_type="application/json")
+    body = '{"networks": ["93.184.216.0/24"]}'
+    response = browser.put("/api/v1/allowlist", data=body, content_type="application/json")
 
     assert response.status_code == 200
-    assert services.allowlist_get(user=alice) == ["192.0.2.0/24"]
+    assert services.allowlist_get(user=alice) == ["93.184.216.0/24"]
 
 
 # -- the list, a page at a time ---------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def test_an_unexpected_error_is_a_500_json_without_a_traceback(db, alice, monkey
     def broken(**kwargs):
         raise RuntimeError("internal detail that must not leak")
 
-    monkeypatch.setattr(services, "allowlist_get", broken)
+    monkeypatch.setattr(services, "allowlist_standing", broken)
 
     response = Client().get("/api/v1/allowlist", headers=bearer(alice))
 

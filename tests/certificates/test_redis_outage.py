@@ -160,7 +160,7 @@ def test_a_revocation_on_the_page_whose_budget_redis_is_down_shows_a_message_not
 
 def test_a_broker_error_in_an_api_request_answers_503(alice, monkeypatch):
     client, headers = api_client(alice)
-    monkeypatch.setattr(services, "allowlist_get", mock.Mock(side_effect=OperationalError("broker gone")))
+    monkeypatch.setattr(services, "allowlist_standing", mock.Mock(side_effect=OperationalError("broker gone")))
 
     assert_503_json(client.get("/api/v1/allowlist", headers=headers))
 
@@ -184,24 +184,24 @@ def test_an_allowlist_save_with_redis_down_succeeds_and_its_sync_is_marked(
         mock.patch.object(enqueue.cache, "add", side_effect=failure.get("cache_add"), return_value=True),
         django_capture_on_commit_callbacks(execute=True),
     ):
-        response = client.post(reverse("certificates:allowlist"), {"networks": "192.0.2.0/24"})
+        response = client.post(reverse("certificates:allowlist"), {"networks": "93.184.216.0/24"})
 
     assert response.status_code == 302
-    assert list(AllowlistEntry.objects.filter(owner=alice).values_list("network", flat=True)) == ["192.0.2.0/24"]
+    assert list(AllowlistEntry.objects.filter(owner=alice).values_list("network", flat=True)) == ["93.184.216.0/24"]
     assert FirewallState.objects.get(zone_id=ZONE).sync_requested_at is not None
 
 
 def test_the_mark_commits_and_rolls_back_with_the_change(alice):
     def save_then_fail() -> None:
         with transaction.atomic():
-            services.allowlist_set(user=alice, networks=["192.0.2.0/24"], origin=services.Origin(actor=alice))
+            services.allowlist_set(user=alice, networks=["93.184.216.0/24"], origin=services.Origin(actor=alice))
             raise RuntimeError("the request failed after the save")
 
     with pytest.raises(RuntimeError):
         save_then_fail()
     assert not FirewallState.objects.filter(zone_id=ZONE, sync_requested_at__isnull=False).exists()
 
-    services.allowlist_set(user=alice, networks=["192.0.2.0/24"], origin=services.Origin(actor=alice))
+    services.allowlist_set(user=alice, networks=["93.184.216.0/24"], origin=services.Origin(actor=alice))
     assert FirewallState.objects.get(zone_id=ZONE).sync_requested_at is not None
 
 
@@ -237,7 +237,7 @@ def test_deactivating_a_user_marks_the_zone(emulator, alice):
 
 def test_a_sync_clears_the_mark_it_read(emulator, alice, settings):
     settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
-    services.allowlist_set(user=alice, networks=["192.0.2.0/24"], origin=services.Origin(actor=alice))
+    services.allowlist_set(user=alice, networks=["93.184.216.0/24"], origin=services.Origin(actor=alice))
 
     sync.firewall_sync(zone_id=ZONE)
 
@@ -246,7 +246,7 @@ def test_a_sync_clears_the_mark_it_read(emulator, alice, settings):
 
 def test_a_change_requested_during_a_sync_keeps_its_mark(emulator, alice, settings, monkeypatch):
     settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
-    services.allowlist_set(user=alice, networks=["192.0.2.0/24"], origin=services.Origin(actor=alice))
+    services.allowlist_set(user=alice, networks=["93.184.216.0/24"], origin=services.Origin(actor=alice))
     plan_and_apply = sync._plan_and_apply
 
     def with_a_change_meanwhile(*args, **kwargs):
@@ -311,15 +311,15 @@ def test_a_change_saved_while_redis_was_down_reaches_the_edge_through_beat(
         mock.patch.object(tasks.sync_firewall, "apply_async", side_effect=OperationalError("broker gone")),
         django_capture_on_commit_callbacks(execute=True),
     ):
-        services.allowlist_set(user=alice, networks=["192.0.2.0/24"], origin=services.Origin(actor=alice))
-    assert "192.0.2.0/24" not in edge_expressions()
+        services.allowlist_set(user=alice, networks=["93.184.216.0/24"], origin=services.Origin(actor=alice))
+    assert "93.184.216.0/24" not in edge_expressions()
 
     # Redis is back; the next pass of beat after the debounce and the grace finds the zone.
     FirewallState.objects.filter(zone_id=ZONE).update(sync_requested_at=timezone.now() - timedelta(minutes=1))
     with mock.patch.object(tasks.sync_firewall, "delay", lambda zone_id: tasks.sync_firewall.apply(args=[zone_id])):
         assert tasks.sync_all_firewalls.apply(kwargs={"requested_only": True}).get() == [ZONE]
 
-    assert "192.0.2.0/24" in edge_expressions()
+    assert "93.184.216.0/24" in edge_expressions()
     assert FirewallState.objects.get(zone_id=ZONE).sync_requested_at is None
 
 

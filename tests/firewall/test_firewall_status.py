@@ -67,26 +67,26 @@ def api(user, method: str, body: dict | None = None) -> dict:
 
 
 def test_it_waits_when_no_sync_has_run(alice):
-    set_networks(alice, ["192.0.2.0/24"])
+    set_networks(alice, ["93.184.216.0/24"])
 
     status = allowlist_status(user=alice, zone_id=ZONE)
 
     assert (status.status, status.applied_at, status.reason) == ("waiting", None, "no firewall sync has run yet")
-    assert "Waiting for sync: no firewall sync has run yet." in networks_page(alice)
+    assert "waiting for the next firewall sync (no firewall sync has run yet)." in networks_page(alice)
 
 
 def test_a_change_the_last_sync_read_is_applied_at_that_sync(alice):
-    changed_at = set_networks(alice, ["192.0.2.0/24"])
+    changed_at = set_networks(alice, ["93.184.216.0/24"])
     state = synced(inputs_at=changed_at)  # read at the same instant: "at or before" counts
 
     status = allowlist_status(user=alice, zone_id=ZONE)
 
     assert (status.status, status.applied_at, status.reason) == ("applied", state.last_synced_at, "")
-    assert f'Applied at <time datetime="{state.last_synced_at.isoformat()}' in networks_page(alice)
+    assert f'<strong>In force</strong> since <time datetime="{state.last_synced_at.isoformat()}' in networks_page(alice)
 
 
 def test_a_change_after_the_last_sync_read_the_database_waits(alice):
-    changed_at = set_networks(alice, ["192.0.2.0/24"])
+    changed_at = set_networks(alice, ["93.184.216.0/24"])
     synced(inputs_at=changed_at - timedelta(microseconds=1))
 
     status = allowlist_status(user=alice, zone_id=ZONE)
@@ -97,8 +97,8 @@ def test_a_change_after_the_last_sync_read_the_database_waits(alice):
 
 
 def test_a_user_the_sync_left_out_is_told_why(alice, bob):
-    changed_at = set_networks(alice, ["192.0.2.0/24"])
-    set_networks(bob, ["198.51.100.0/24"])
+    changed_at = set_networks(alice, ["93.184.216.0/24"])
+    set_networks(bob, ["8.8.8.0/24"])
     synced(
         inputs_at=changed_at + timedelta(seconds=5),
         left_out={"user_ids": [alice.pk], "allow_ranges": 0, "reason": "The zone's 5 custom rules are all in use."},
@@ -109,12 +109,12 @@ def test_a_user_the_sync_left_out_is_told_why(alice, bob):
 
     assert (mine.status, mine.applied_at) == ("not_applied", None)
     assert mine.reason == "The zone's 5 custom rules are all in use"
-    assert "Not applied: The zone&#x27;s 5 custom rules are all in use." in networks_page(alice)
+    assert "<strong>Not enforced:</strong> the zone's firewall rules are full" in networks_page(alice)
     assert theirs.status == "applied", "only the users named in left_out are affected"
 
 
 def test_an_empty_allowlist_is_applied_once_a_sync_has_removed_the_rule(alice):
-    set_networks(alice, ["192.0.2.0/24"])
+    set_networks(alice, ["93.184.216.0/24"])
     emptied_at = set_networks(alice, [])
     synced(inputs_at=emptied_at - timedelta(seconds=1))
 
@@ -125,7 +125,7 @@ def test_an_empty_allowlist_is_applied_once_a_sync_has_removed_the_rule(alice):
 
 
 def test_a_user_who_never_set_networks_is_applied_after_any_sync(alice, bob):
-    changed_at = set_networks(bob, ["192.0.2.0/24"])
+    changed_at = set_networks(bob, ["93.184.216.0/24"])
     synced(inputs_at=changed_at - timedelta(seconds=1))
 
     assert allowlist_status(user=alice, zone_id=ZONE).status == "applied"
@@ -133,7 +133,7 @@ def test_a_user_who_never_set_networks_is_applied_after_any_sync(alice, bob):
 
 
 def test_a_failed_sync_is_said_without_its_internal_error(alice):
-    changed_at = set_networks(alice, ["192.0.2.0/24"])
+    changed_at = set_networks(alice, ["93.184.216.0/24"])
     synced(inputs_at=changed_at - timedelta(seconds=1), last_error=INTERNAL_ERROR)
 
     status = allowlist_status(user=alice, zone_id=ZONE)
@@ -147,7 +147,7 @@ def test_a_failed_sync_is_said_without_its_internal_error(alice):
 
 
 def test_a_failed_first_sync_is_said_too(alice):
-    set_networks(alice, ["192.0.2.0/24"])
+    set_networks(alice, ["93.184.216.0/24"])
     FirewallState.objects.filter(zone_id=ZONE).update(last_error=INTERNAL_ERROR)
 
     assert allowlist_status(user=alice, zone_id=ZONE).reason == SYNC_FAILED
@@ -155,23 +155,23 @@ def test_a_failed_first_sync_is_said_too(alice):
 
 def test_a_failure_after_a_sync_that_pushed_the_change_keeps_it_applied(alice):
     # A failed sync writes nothing it has not finished; the rules the last good one pushed stay in force.
-    changed_at = set_networks(alice, ["192.0.2.0/24"])
+    changed_at = set_networks(alice, ["93.184.216.0/24"])
     synced(inputs_at=changed_at, last_error=INTERNAL_ERROR)
 
     assert allowlist_status(user=alice, zone_id=ZONE).status == "applied"
 
 
 def test_the_api_answers_the_status_with_the_networks(alice):
-    changed_at = set_networks(alice, ["192.0.2.0/24"])
+    changed_at = set_networks(alice, ["93.184.216.0/24"])
     state = synced(inputs_at=changed_at)
 
     got = api(alice, "GET")
-    assert got["networks"] == ["192.0.2.0/24"]
+    assert got["networks"] == ["93.184.216.0/24"]
     assert (got["status"], got["reason"]) == ("applied", "")
     applied_at = datetime.fromisoformat(got["applied_at"].replace("Z", "+00:00"))
     assert abs(applied_at - state.last_synced_at) < timedelta(milliseconds=1)  # JSON keeps milliseconds
 
-    put = api(alice, "PUT", {"networks": ["198.51.100.0/24"]})
+    put = api(alice, "PUT", {"networks": ["8.8.8.0/24"]})
     assert (put["status"], put["applied_at"]) == ("waiting", None), "the new list waits for the next sync"
 
 
@@ -182,7 +182,7 @@ def test_the_api_answers_the_status_with_the_networks(alice):
 def left_out(emulator, settings, alice, bob):
     settings.PORTAL_API_HOSTNAMES = ["api.example.com"]
     return synced(
-        inputs_at=set_networks(alice, ["192.0.2.0/24"]),
+        inputs_at=set_networks(alice, ["93.184.216.0/24"]),
         left_out={"user_ids": [alice.pk, bob.pk], "allow_ranges": 3, "reason": "the zone's 5 custom rules are in use"},
     )
 
@@ -257,7 +257,7 @@ def test_the_admin_index_warns_when_the_last_sync_failed(db, charlie):
 
 
 def test_the_admin_index_is_quiet_when_everything_was_pushed(db, alice, charlie):
-    synced(inputs_at=set_networks(alice, ["192.0.2.0/24"]))
+    synced(inputs_at=set_networks(alice, ["93.184.216.0/24"]))
 
     page = signed_in(charlie).get(reverse("admin:index")).content.decode()
 

@@ -301,7 +301,9 @@ def test_a_users_first_portal_certificate_is_bound_to_their_networks_before_any_
 ):
     """The sync that follows an issuance takes seconds; the certificate must not pass from elsewhere meanwhile."""
     authorities.zone_set_issuer(zone_id=ZONE, authority=ca, origin=services.Origin(actor=charlie))
-    services.allowlist_set(user=alice, networks=["198.51.100.0/24"], origin=services.Origin(actor=alice))
+    services.allowlist_set(
+        user=alice, networks=["198.51.100.0/24"], origin=services.Origin(actor=alice), confirm_unreachable=True
+    )
     firewall_sync(zone_id=ZONE)  # the allowlist's sync: before alice has any certificate
 
     key = make_key()
