@@ -214,3 +214,12 @@ gunicorn_logging_config
 _.task_id
 _.task_name
 _.msg
+
+# certificates/services/overview.py: fields the admin overview's template reads
+_.waiting_since
+_.rules_used
+_.managed_in_use
+_.expiring
+_.poll
+_.reconcile
+_.sync

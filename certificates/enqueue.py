@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SYNC_FIREWALL = "certificates.tasks.sync_firewall"
+POLL_CERTIFICATES = "certificates.tasks.poll_certificates"
+RECONCILE_ZONE = "certificates.tasks.reconcile_zone"
 CONFIRM_REVOCATION = "certificates.tasks.confirm_revocation"
 RECONCILE_CERTIFICATE = "certificates.tasks.reconcile_certificate"
 BUILD_CRL = "certificates.tasks.build_crl"
@@ -47,6 +49,13 @@ def _debounce_key(zone_id: str) -> str:
     return f"firewall-sync-queued:{zone_id}"
 
 
+def _mark_sync_requested(zone_id: str) -> None:
+    now = timezone.now()
+    # One statement once the zone has its row, which is every request but the zone's first.
+    if not FirewallState.objects.filter(zone_id=zone_id).update(sync_requested_at=now):
+        FirewallState.objects.update_or_create(zone_id=zone_id, defaults={"sync_requested_at": now})
+
+
 def request_firewall_sync(zone_id: str) -> None:
     """Mark the zone as needing a sync, in the caller's transaction, and queue one after it commits.
 
@@ -54,10 +63,7 @@ def request_firewall_sync(zone_id: str) -> None:
     here, or, if queueing fails (Redis down), the one beat queues for marked zones (sync_all_firewalls). Syncs
     requested within the debounce window collapse into one.
     """
-    now = timezone.now()
-    # One statement once the zone has its row, which is every request but the zone's first.
-    if not FirewallState.objects.filter(zone_id=zone_id).update(sync_requested_at=now):
-        FirewallState.objects.update_or_create(zone_id=zone_id, defaults={"sync_requested_at": now})
+    _mark_sync_requested(zone_id)
 
     def enqueue() -> None:
         delay = settings.FIREWALL_SYNC_DEBOUNCE_SECONDS
@@ -67,6 +73,24 @@ def request_firewall_sync(zone_id: str) -> None:
             _task(SYNC_FIREWALL).apply_async(args=(zone_id,), countdown=delay)
 
     transaction.on_commit(lambda: _enqueue_quietly(enqueue, f"a firewall sync of zone {zone_id}"))
+
+
+# Presses of staff's "sync now" within this many seconds queue one sync.
+SYNC_NOW_COLLAPSE_SECONDS = 10
+
+
+def request_firewall_sync_now(zone_id: str) -> bool:
+    """Staff's "sync now" (the admin overview): mark the zone as any change does, and queue a sync at once instead
+    of after the debounce window. Returns False when a press within SYNC_NOW_COLLAPSE_SECONDS already queued one."""
+    _mark_sync_requested(zone_id)
+    if not cache.add(f"firewall-sync-now:{zone_id}", "1", timeout=SYNC_NOW_COLLAPSE_SECONDS):
+        return False
+    transaction.on_commit(
+        lambda: _enqueue_quietly(
+            lambda: _task(SYNC_FIREWALL).apply_async(args=(zone_id,)), f"a firewall sync of zone {zone_id}"
+        )
+    )
+    return True
 
 
 def request_follow_up_sync(zone_id: str, *, follow_up: int) -> None:

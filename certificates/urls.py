@@ -14,6 +14,7 @@ urlpatterns = [
     path("allowlist/", views.allowlist, name="allowlist"),
     path("tokens/", views.token_list, name="tokens"),
     path("staff/firewall/", views.firewall_status, name="firewall"),
+    path("staff/firewall/sync/", views.firewall_sync_now, name="firewall_sync_now"),
     path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
     # Stable: written into every certificate a portal CA signs (CRL distribution point). Never rename.
     path("pki/ca-<int:pk>.crl", views.authority_crl, name="crl"),

@@ -19,7 +19,7 @@ from django.utils.http import http_date
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from certificates import admission, listing, services
+from certificates import admission, enqueue, listing, services
 from certificates.allowlist import CheckedAllowlist, Problem, address_offer, lines_of
 from certificates.authority.pki import crl_pem
 from certificates.cloudflare_client import get_zone_id
@@ -378,6 +378,19 @@ def firewall_status(request: HttpRequest) -> HttpResponse:
     plan, error = firewall_preview(zone_id=zone_id)
     context = {"zone_id": zone_id, "state": state, "plan": plan, "error": error}
     return render(request, "certificates/firewall_status.html", {**context, "trouble": sync_trouble(zone_id=zone_id)})
+
+
+@staff_member_required
+@require_POST
+def firewall_sync_now(request: HttpRequest) -> HttpResponse:
+    """Staff (the admin overview's button): queue a sync of the zone's rules at once."""
+    zone_id = get_zone_id()
+    if enqueue.request_firewall_sync_now(zone_id):
+        logger.info("zone %s: staff user %s asked for a firewall sync now", zone_id, request.user.pk)
+        messages.success(request, "A firewall sync is queued; the overview shows its result once a worker ran it.")
+    else:
+        messages.info(request, "A firewall sync was queued a few seconds ago; it covers this request too.")
+    return redirect("admin:index")
 
 
 # --- what origins fetch from a portal CA: public, no sign-in (the README's origin examples use these URLs) ---

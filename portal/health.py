@@ -23,13 +23,14 @@ from django.db import connection
 from django.utils import timezone
 
 from certificates.cloudflare_client import get_zone_id
+from certificates.enqueue import POLL_CERTIFICATES
 from certificates.models import FirewallState, TaskRun
 from portal.celery import app
 
 logger = logging.getLogger(__name__)
 
 # The task whose runs show that beat and the workers are alive: the most frequent periodic one.
-POLL_TASK = "certificates.tasks.poll_certificates"
+POLL_TASK = POLL_CERTIFICATES
 # Seconds a broker connection may take before the broker counts as unreachable.
 BROKER_TIMEOUT_SECONDS = 2
 CACHE_PROBE_KEY = "portal:readyz"

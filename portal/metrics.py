@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from certificates import cloudflare_client, telemetry
 from certificates.admission import zone_used
 from certificates.cloudflare_client import get_zone_id
+from certificates.firewall.status import rules_after_last_sync
 from certificates.models import Certificate, FirewallState, TaskRun
 from certificates.telemetry import LATENCY_BUCKETS, Latency
 
@@ -93,10 +94,9 @@ class PortalCollector:
             failing.add_metric(zone, 1 if state.last_error else 0)
             waited = (now - state.sync_requested_at).total_seconds() if state.sync_requested_at else 0.0
             pending.add_metric(zone, max(0.0, waited))
-            plan = state.last_plan or {}
-            ours = plan.get("unchanged", 0) + len(plan.get("add", ())) + len(plan.get("update", ()))
-            rules.add_metric([state.zone_id, "portal"], ours)
-            rules.add_metric([state.zone_id, "other"], plan.get("foreign_rules", 0))
+            in_zone = rules_after_last_sync(state)
+            rules.add_metric([state.zone_id, "portal"], in_zone.portal)
+            rules.add_metric([state.zone_id, "other"], in_zone.other)
         yield from (last_sync, failing, pending, rules)
         yield GaugeMetricFamily(
             "portal_firewall_rules_limit",

@@ -137,3 +137,22 @@ def sync_trouble(*, zone_id: str) -> SyncTrouble | None:
         left_out_issuer_rule=bool(left_out.get("issuer_rule")),
     )
     return trouble if trouble.left_anything_out or trouble.last_error else None
+
+
+@dataclass(frozen=True)
+class RulesInZone:
+    """The zone's custom rules as the last sync left them: the portal's and other teams' (both count against the
+    plan's limit, FACTS.md §7)."""
+
+    portal: int
+    other: int
+
+    @property
+    def total(self) -> int:
+        return self.portal + self.other
+
+
+def rules_after_last_sync(state: FirewallState) -> RulesInZone:
+    plan = state.last_plan or {}
+    portal = int(plan.get("unchanged", 0)) + len(plan.get("add", ())) + len(plan.get("update", ()))
+    return RulesInZone(portal=portal, other=int(plan.get("foreign_rules", 0)))

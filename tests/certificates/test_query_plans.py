@@ -152,6 +152,7 @@ HOT_PATHS: dict[str, Callable[[World], object]] = {
     "revocation by the owner (rate limit)": lambda w: services.certificate_revoke(
         certificate=w.issued, origin=services.Origin(actor=w.alice)
     ),
+    "admin: the index's zone overview": lambda w: w.staff.get(reverse("admin:index")),
     "admin: certificates": changelist("certificate"),
     "admin: certificates, a later page": changelist("certificate", p="3"),
     "admin: certificates by status": changelist("certificate", status__exact="revoked"),
