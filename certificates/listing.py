@@ -21,7 +21,7 @@ from django.core import signing
 from django.db.models import DateTimeField, F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 
-from certificates.models import Certificate
+from certificates.models import Certificate, CertificateAuthority
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -58,10 +58,20 @@ class Page:
 
 
 def certificates_page(
-    *, owner: User, status: str = ALL, sort: str = DEFAULT_SORT, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+    *,
+    owner: User,
+    status: str = ALL,
+    sort: str = DEFAULT_SORT,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+    with_pem: bool = True,
 ) -> Page:
-    """One page of `owner`'s certificates; `next_cursor` is None on the last page. Two queries at most."""
+    """One page of `owner`'s certificates; `next_cursor` is None on the last page. Two queries at most.
+
+    The CSR is never read (a list shows none), nor the PEM unless `with_pem` (the API's items carry it, the dashboard
+    does not): together they are most of a row's bytes."""
     rows = _filtered(Certificate.objects.filter(owner=owner), status)
+    rows = rows.defer("csr") if with_pem else rows.defer("csr", "certificate_pem")
     rows = rows.annotate(sort_key=SORT_KEYS[_checked_sort(sort)])
     descending = sort.startswith("-")
     if cursor:
@@ -73,7 +83,8 @@ def certificates_page(
     ordering = ("-sort_key", "-id") if descending else ("sort_key", "id")
     limit = _checked_limit(limit)
     # One row more than the page tells whether there is a next page without counting.
-    fetched = list(rows.select_related("authority").order_by(*ordering)[: limit + 1])
+    rows = rows.select_related("authority").defer(*(f"authority__{name}" for name in CertificateAuthority.BULK_FIELDS))
+    fetched = list(rows.order_by(*ordering)[: limit + 1])
     certificates = fetched[:limit]
     has_more = len(fetched) > limit
     return Page(certificates, _encoded(certificates[-1], sort) if has_more else None)

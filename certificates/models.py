@@ -58,6 +58,10 @@ class CertificateAuthority(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
+    # Columns a page, a list or a notice about the CA's certificates never needs, left out when they are read with
+    # it (select_related): the encrypted key, the CRL (hundreds of kB at 10,000 revocations) and the PEMs.
+    BULK_FIELDS = ("encrypted_key", "crl_der", "certificate_pem", "chain_pem")
+
     class Meta:
         ordering = ("-created_at",)
         verbose_name = "portal CA"

@@ -548,6 +548,7 @@ def rotation_notices_send(*, now: datetime | None = None) -> int:
         Certificate.objects.filter(authority__isnull=False, status__in=Certificate.USABLE, expires_on__gt=now)
         .exclude(pk__in=_notified_certificate_ids())
         .select_related("owner", "authority")
+        .defer("csr", "certificate_pem", *(f"authority__{name}" for name in CertificateAuthority.BULK_FIELDS))
         .order_by("owner_id", "expires_on")
     )
     by_owner: dict[int, list[Certificate]] = {}

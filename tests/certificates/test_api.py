@@ -351,6 +351,19 @@ def test_the_default_is_every_status_newest_first_fifty_a_page(api, alice):
     assert body["next"].startswith("http://testserver/api/v1/certificates?cursor=")
 
 
+def test_the_list_carries_each_pem_but_reads_no_csr(api, alice):
+    certificate_rows(alice, 3, authority=trusted_portal_ca())
+    with CaptureQueriesContext(connection) as captured:
+        body = api.as_user(alice).get("/certificates").json()
+
+    assert len(body["items"]) == 3
+    listing_sql = [q["sql"] for q in captured.captured_queries if 'FROM "certificates_certificate"' in q["sql"]]
+    assert listing_sql
+    assert not [sql for sql in listing_sql if '"certificates_certificate"."csr"' in sql]
+    assert not [sql for sql in listing_sql if '"certificates_certificateauthority"."crl_der"' in sql]
+    assert all('"certificates_certificate"."certificate_pem"' in sql for sql in listing_sql if "LIMIT" in sql)
+
+
 def test_a_limit_sets_the_page_size_and_the_next_link_keeps_the_filter_and_sort(api, alice):
     certificate_rows(alice, 30)
     api.as_user(alice)

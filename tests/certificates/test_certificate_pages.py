@@ -251,11 +251,16 @@ def test_the_revocation_email_carries_the_reason_staff_gave(issued, alice, charl
     )
 
 
-def test_a_portal_ca_revocation_by_staff_emails_the_reason_at_once(emulator, alice, charlie):
+def test_a_portal_ca_revocation_by_staff_emails_the_reason_once_committed(
+    emulator, alice, charlie, django_capture_on_commit_callbacks
+):
     trusted_portal_ca(name="Example API CA")
     certificate = issue(alice, "laptop")
 
-    services.certificate_revoke(certificate=certificate, origin=services.Origin(actor=charlie), reason="lost laptop")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.certificate_revoke(
+            certificate=certificate, origin=services.Origin(actor=charlie), reason="lost laptop"
+        )
 
     (message,) = mail.outbox
     assert "An administrator revoked it, giving this reason: lost laptop" in message.body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 import pytest
 from cryptography import x509
@@ -13,10 +14,11 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.timezone import localtime
 
 from certificates import listing, services
-from certificates.models import ApiToken, AuditEvent, Certificate
+from certificates.models import ApiToken, AuditEvent, Certificate, CertificateAuthority
 from tests.support.accounts import signed_in
 from tests.support.listing import certificate_rows, expected_order
 from tests.support.pki import policy_csr
@@ -454,3 +456,34 @@ def test_the_dashboard_costs_the_same_queries_for_10_or_120_certificates(alice):
 
     assert len(listed_ids(response)) == 50
     assert len(few) == len(many), [query["sql"] for query in many.captured_queries]
+
+
+def test_the_dashboard_reads_no_csr_or_pem(alice):
+    """They are most of a row's bytes and the page shows neither (issue #12: the heavy user's page); nor the portal
+    CA's key, CRL and PEMs, which a join would otherwise repeat on every row."""
+    client = logged_in(alice)
+    certificate_rows(alice, 3, authority=trusted_portal_ca())
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(reverse("certificates:dashboard"), {"status": "all"})
+
+    assert len(listed_ids(response)) == 3
+    listing_sql = [q["sql"] for q in captured.captured_queries if 'FROM "certificates_certificate"' in q["sql"]]
+    assert listing_sql
+    unread = ('"certificates_certificate"."csr"', '"certificates_certificate"."certificate_pem"')
+    unread += tuple(f'"certificates_certificateauthority"."{name}"' for name in CertificateAuthority.BULK_FIELDS)
+    assert not [column for sql in listing_sql for column in unread if column in sql]
+
+
+def test_the_expiry_warning_names_ten_and_counts_the_rest(alice):
+    client = logged_in(alice)
+    rows = certificate_rows(alice, 14, authority=trusted_portal_ca())
+    soon = timezone.now() + timedelta(days=5)
+    Certificate.objects.filter(pk__in=[row.pk for row in rows]).update(
+        status=Certificate.Status.ACTIVE, expires_on=soon
+    )
+
+    content = client.get(reverse("certificates:dashboard")).content.decode()
+
+    assert "14 certificates expire soon" in content
+    assert content.count('data-testid="expiry-renew"') == 10
+    assert 'data-testid="expiry-more"' in content
