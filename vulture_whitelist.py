@@ -223,3 +223,6 @@ _.expiring
 _.poll
 _.reconcile
 _.sync
+
+# certificates/views.py: read by the dashboard template
+_.soonest
