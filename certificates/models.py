@@ -216,6 +216,8 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ("-created_at",)
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.hint}…)"
@@ -307,6 +309,8 @@ class AllowlistEntry(models.Model):
 
     class Meta:
         ordering = ("network",)
+        verbose_name = "allowlist entry"
+        verbose_name_plural = "allowlist entries"
         constraints = [models.UniqueConstraint(fields=("owner", "network"), name="allowlist_unique_network_per_user")]
 
     def __str__(self) -> str:

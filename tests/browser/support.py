@@ -119,7 +119,8 @@ _FIND_OVERFLOW = """() => {
   for (const el of document.body.querySelectorAll('*')) {
     const box = el.getBoundingClientRect();
     if (box.width === 0 || box.height === 0 || getComputedStyle(el).visibility === 'hidden') continue;
-    if ((box.right > width + 1 || box.left < -1) && !held(el)) wide.push(`${name(el)} spans ${Math.round(box.left)}..${Math.round(box.right)}`);
+    const outside = box.right > width + 1 || box.left < -1;
+    if (outside && !held(el)) wide.push(`${name(el)} spans ${Math.round(box.left)}..${Math.round(box.right)}`);
   }
   return { width, scrollWidth: document.documentElement.scrollWidth, wide: wide.slice(0, 10) };
 }"""
@@ -130,7 +131,8 @@ _HEADER_BOXES = """() => {
     return { name: (el.textContent || '').trim().replace(/\\s+/g, ' ').slice(0, 40), left: r.left, right: r.right,
              top: r.top, bottom: r.bottom, visible: r.width > 0 && r.height > 0 }; };
   const brand = document.querySelector('[data-testid=brand]');
-  const items = Array.from(document.querySelectorAll('[data-testid=site-nav] > a, [data-testid=site-nav] > form button, [data-testid=site-nav] > details > summary'));
+  const items = Array.from(document.querySelectorAll(
+    '[data-testid=site-nav] > a, [data-testid=account-menu] > summary'));
   return { brand: brand && box(brand), items: items.map(box).filter((b) => b.visible) };
 }"""
 
@@ -181,4 +183,6 @@ def axe_violations(page: Page) -> list[dict]:
 def check_accessibility(page: Page) -> None:
     """No serious or critical axe-core violation on the page as it is now."""
     blocking = [v for v in axe_violations(page) if v["impact"] in BLOCKING_IMPACTS]
-    assert blocking == [], "axe-core: " + "; ".join(f"{v['id']} ({v['impact']}): {v['help']} at {v['nodes'][:5]}" for v in blocking)
+    assert blocking == [], "axe-core: " + "; ".join(
+        f"{v['id']} ({v['impact']}): {v['help']} at {v['nodes'][:5]}" for v in blocking
+    )

@@ -48,7 +48,7 @@ def test_it_signs_up_confirms_the_email_and_signs_in(page, live_server):
 
     expect(page).to_have_url(f"{live_server.url}/certificates/")
     expect(page.get_by_role("heading", name="Your certificates")).to_be_visible()
-    page.get_by_test_id("account-menu").get_by_text("Account").click()
+    page.get_by_test_id("account-menu").locator("summary").click()
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
     expect(page.get_by_test_id("emulator-banner")).to_be_visible()
     expect(page.get_by_test_id("emulator-banner")).to_contain_text("built-in Cloudflare emulator")

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from certificates import services
-from tests.browser.support import VIEWPORTS, check_accessibility, check_layout
+from tests.browser.support import DESKTOP, VIEWPORTS, check_accessibility, check_layout
 from tests.support.pki import policy_csr
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -80,14 +80,40 @@ def test_the_account_menu_opens_and_lists_the_account_pages(page, alice_at_work)
 
 
 def test_the_checks_catch_what_they_look_for(page, live_server):
-    # The guards themselves: a page made too wide, and an image without a text alternative, are reported.
+    # The guards themselves: a page made too wide, a navigation item over the brand, and an image without a text
+    # alternative are reported.
     open_page(page, "/", VIEWPORTS["390px"])
-    page.evaluate("() => { const d = document.createElement('div'); d.style.width = '600px'; d.textContent = 'x';"
-                  " document.querySelector('main').append(d); }")
-    with pytest.raises(AssertionError, match="wider than the 390 px viewport|scrolls sideways"):
+    page.evaluate(
+        "() => { document.querySelector('main').append(Object.assign(document.createElement('pre'),"
+        " { textContent: 'x'.repeat(200) })); }"
+    )
+    with pytest.raises(AssertionError, match=r"wider than the 390 px viewport|scrolls sideways"):
         check_layout(page)
 
-    page.evaluate("() => { const i = document.createElement('img'); i.src = '/static/favicon.svg';"
-                  " document.querySelector('main').append(i); }")
+    open_page(page, "/", VIEWPORTS["390px"])
+    page.evaluate(
+        "() => { for (const el of [document.querySelector('[data-testid=brand]'),"
+        " document.querySelector('[data-testid=site-nav] > a')]) {"
+        " Object.assign(el.style, { position: 'absolute', left: '0', top: '0' }); } }"
+    )
+    with pytest.raises(AssertionError, match="overlapping in the header"):
+        check_layout(page)
+
+    open_page(page, "/", VIEWPORTS["390px"])
+    check_accessibility(page)
+    page.evaluate(
+        "() => { const i = document.createElement('img'); i.src = '/static/favicon.svg';"
+        " document.querySelector('main').append(i); }"
+    )
     with pytest.raises(AssertionError, match="image-alt"):
         check_accessibility(page)
+
+
+@pytest.mark.parametrize("model", ["certificate", "apitoken", "auditevent", "allowlistentry"])
+def test_an_admin_list_shows_every_column_at_1280px(page, alice_at_work, charlie, sign_in, model):
+    sign_in(charlie)
+    open_page(page, f"/admin/certificates/{model}/", DESKTOP)
+
+    table = page.locator("#result_list").bounding_box()
+    room = page.locator("#changelist-form .results").bounding_box()
+    assert table["x"] + table["width"] <= room["x"] + room["width"] + 1, (table, room)
