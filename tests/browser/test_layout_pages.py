@@ -72,7 +72,7 @@ def test_the_account_menu_opens_and_lists_the_account_pages(page, alice_at_work)
     expect(menu.get_by_role("link", name="Email addresses")).to_be_hidden()
     menu.locator("summary").click()
 
-    for name in ("Email addresses", "Password", "Two-factor authentication"):
+    for name in ("Email addresses", "Password", "Two-factor sign-in"):
         expect(menu.get_by_role("link", name=name)).to_be_visible()
     expect(menu.get_by_role("button", name="Sign out")).to_be_visible()
     expect(menu).to_contain_text("alice@example.com")
