@@ -266,6 +266,12 @@ class CertificateAdmin(ServiceActionsAdmin[Certificate], LargeTableAdmin[Certifi
         "last_error",
         "created_at",
         "updated_at",
+        # The issuer, the revocation time and the workers' bookkeeping change only through services and tasks.
+        "authority",
+        "revoked_at",
+        "attempts",
+        "last_attempt_at",
+        "reminders_sent",
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:

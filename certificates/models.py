@@ -270,6 +270,8 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ("-created_at",)
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"
         indexes = [
             # The admin's list, newest first (ORDER BY created_at DESC, id DESC): a page read from the index.
             models.Index(fields=("created_at", "id"), name="token_created"),
@@ -388,6 +390,8 @@ class AllowlistEntry(models.Model):
 
     class Meta:
         ordering = ("network",)
+        verbose_name = "allowlist entry"
+        verbose_name_plural = "allowlist entries"
         # (owner, network) serves every read by owner: the user's page, the API, the firewall sync.
         constraints = [models.UniqueConstraint(fields=("owner", "network"), name="allowlist_unique_network_per_user")]
         indexes = [

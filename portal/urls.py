@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from certificates.api import api
 from portal import views
@@ -17,4 +19,6 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("", include("certificates.urls")),
     path("admin/", admin.site.urls),
+    # Browsers and bookmark tools ask for /favicon.ico whatever the pages link (they link static/favicon.svg).
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.ico")), name="favicon"),
 ]

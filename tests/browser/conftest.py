@@ -8,15 +8,15 @@ Chromium comes from the system (Debian: `apt-get install chromium`), not from `p
 set BROWSER_EXECUTABLE to use another binary. Without it the tests are skipped, except in CI
 (REQUIRE_SERVICES=1), where they fail.
 
-On failure, a screenshot and the page's HTML are written to BROWSER_ARTIFACTS_DIR (default: a directory
-under the system temp dir); the path is printed in the test's captured output.
+On failure, a full-page screenshot and the HTML of every page the test had open are written to
+BROWSER_ARTIFACTS_DIR (default: test-results/browser/ in the checkout, which git ignores), named after the test
+and its parameters (page and width); the paths are printed in the test's captured output.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +39,7 @@ BROWSER_ARGS = [
 ]
 TIMEOUT_MS = 20_000  # RSA key generation and PBKDF2 (600,000 rounds) are slow on a busy CI machine
 ARTIFACTS_DIR = Path(
-    os.environ.get("BROWSER_ARTIFACTS_DIR") or Path(tempfile.gettempdir()) / "portal-browser-artifacts"
+    os.environ.get("BROWSER_ARTIFACTS_DIR") or Path(__file__).resolve().parents[2] / "test-results" / "browser"
 )
 
 

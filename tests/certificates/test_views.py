@@ -251,7 +251,7 @@ def test_the_tokens_page_shows_expiry_and_last_use(db, alice):
     page = logged_in(alice).get(reverse("certificates:tokens")).content.decode()
 
     assert token.last_used_at is not None
-    assert f"<td>{localtime(token.last_used_at):%Y-%m-%d %H:%M}</td>" in page
+    assert f'<td data-label="Last used">{localtime(token.last_used_at):%Y-%m-%d %H:%M}</td>' in page
     assert f"{localtime(token.expires_at):%Y-%m-%d %H:%M}" in page
     assert "read-write" in page
 
