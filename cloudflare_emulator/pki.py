@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -88,15 +89,22 @@ def new_ca_record(now: float) -> dict[str, Any]:
 
 
 def load_ca(record: dict[str, Any]) -> ManagedCA:
-    key = serialization.load_pem_private_key(record["private_key_pem"].encode("ascii"), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise TypeError("the stored emulator CA key is of an unsupported type")
     return ManagedCA(
         id=record["id"],
         name=record["name"],
         certificate=x509.load_pem_x509_certificate(record["certificate_pem"].encode("ascii")),
-        private_key=key,
+        private_key=_private_key(record["private_key_pem"]),
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _private_key(pem: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    """Loading a key checks it, about 0.1 s for RSA: once per key, not once per certificate signed (the benchmarks and
+    reconciliation's tests make thousands)."""
+    key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise TypeError("the stored emulator CA key is of an unsupported type")
+    return key
 
 
 class CsrError(ValueError):

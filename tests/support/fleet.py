@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
-from unittest import mock
 
 from django.utils import timezone
 
@@ -19,7 +18,6 @@ from certificates.models import Certificate
 from cloudflare.budget import LocalBudget
 from cloudflare.client import CloudflareClient
 from cloudflare.models import ClientCertificate
-from cloudflare_emulator import pki
 from tests.support.pki import make_csr
 
 
@@ -45,11 +43,9 @@ def seed_fleet(emulator, *, zone_id: str, owners, active: int, revoked: int = 0,
     Cloudflare has finished every revocation; the portal's rows last changed an hour ago."""
     client = seeding_client(emulator)
     csr = make_csr("fleet")
-    with mock.patch.object(pki, "load_ca", _load_ca_once()):
-        made = [
-            client.create_client_certificate(zone_id, csr=csr, validity_days=30)
-            for _ in range(active + revoked + unknown)
-        ]
+    made = [
+        client.create_client_certificate(zone_id, csr=csr, validity_days=30) for _ in range(active + revoked + unknown)
+    ]
     for issued in made[active : active + revoked]:
         client.revoke_client_certificate(zone_id, issued.id)
     emulator.clock.advance(emulator.settings.revocation_delay + 1)
@@ -74,17 +70,3 @@ def seed_fleet(emulator, *, zone_id: str, owners, active: int, revoked: int = 0,
         for n, issued in enumerate(made[: active + revoked])
     )
     return Fleet(active=rows[:active], revoked=rows[active:], unknown=made[active + revoked :])
-
-
-def _load_ca_once():
-    """The emulator loads (and checks) its CA's private key for every certificate it signs, about 0.1 s each; a
-    thousand certificates are made here in seconds instead of minutes with the key loaded once."""
-    real = pki.load_ca
-    loaded: dict[str, pki.ManagedCA] = {}
-
-    def load(record):
-        if record["id"] not in loaded:
-            loaded[record["id"]] = real(record)
-        return loaded[record["id"]]
-
-    return load
