@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import re
 from collections.abc import Callable
 from datetime import timedelta
 from functools import cached_property
@@ -43,6 +42,7 @@ from certificates.models import (
     UnknownCertificate,
     Zone,
 )
+from certificates.search import certificate_key_match
 from certificates.services import authorities
 from certificates.views_helpers import origin_of
 
@@ -135,32 +135,14 @@ class LargeTableAdmin(admin.ModelAdmin[_M]):
         return LeanChangeList
 
 
-# Admin search: exact keys and an email prefix, each read from an index; never "contains", which reads every row.
-HEX = re.compile(r"[0-9a-fA-F]+")
-CLOUDFLARE_ID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+# Admin search: exact keys (certificates.search) and an email prefix, each read from an index; never "contains",
+# which reads every row.
 # An email prefix that matches more accounts than this is too short to be a search: staff are asked for more.
 MAX_OWNERS_PER_SEARCH = 100
 CERTIFICATE_SEARCH_HELP = (
     "Exact SHA-256 fingerprint (with or without colons), serial number (hex), or Cloudflare id, in any case; "
     "or the start of the owner's email address."
 )
-
-
-def certificate_key_match(term: str) -> Q:
-    """The certificates whose fingerprint, serial or Cloudflare id is `term`, written any way people copy them:
-    upper or lower case, with colons or spaces (openssl's fingerprints), serials with leading zeros."""
-    compact = re.sub(r"[\s:]", "", term)
-    match = Q(pk__in=[])
-    if HEX.fullmatch(compact) and len(compact) <= 64:
-        if len(compact) == 64:
-            match |= Q(fingerprint_sha256=compact.lower())  # stored as Python's hex(): lowercase
-        # Portal CAs store uppercase hex without leading zeros; Cloudflare's API gives its own spelling.
-        significant = compact.lstrip("0") or "0"
-        spellings = {compact, compact.upper(), compact.lower(), significant.upper(), significant.lower()}
-        match |= Q(serial_number__in=sorted(spellings))
-    if CLOUDFLARE_ID.fullmatch(term):
-        match |= Q(cloudflare_id=term.lower())
-    return match
 
 
 def owner_ids_by_email_prefix(prefix: str, *, limit: int = MAX_OWNERS_PER_SEARCH) -> list[int]:

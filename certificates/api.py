@@ -178,6 +178,11 @@ class CertificateListQuery(Schema):
         default=None, description=f"rows a page: {listing.DEFAULT_LIMIT} unless given, at most {listing.MAX_LIMIT}"
     )
     cursor: str | None = Field(default=None, description="the `next_cursor` of the previous page")
+    q: str = Field(
+        default="",
+        description=f"part of a name, or an exact fingerprint (colons allowed), serial or Cloudflare id; at most "
+        f"{listing.MAX_SEARCH} characters",
+    )
 
 
 class RevokeIn(Schema):
@@ -203,6 +208,7 @@ def list_certificates(request: AuthenticatedApiRequest, query: Query[Certificate
             sort=query.sort,
             limit=listing.parsed_limit(query.limit),
             cursor=query.cursor,
+            search=query.q,
         )
     except listing.ListingError as exc:
         raise HttpError(400, str(exc)) from None

@@ -22,8 +22,10 @@ from django.db.models import DateTimeField, F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 
 from certificates.models import Certificate, CertificateAuthority
+from certificates.search import certificate_key_match
 
 DEFAULT_LIMIT = 50
+MAX_SEARCH = 100  # characters: a name is at most 100, a fingerprint with colons 95
 MAX_LIMIT = 200
 FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
 CURSOR_SALT = "certificates.listing.cursor"
@@ -64,13 +66,14 @@ def certificates_page(
     sort: str = DEFAULT_SORT,
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
+    search: str = "",
     with_pem: bool = True,
 ) -> Page:
     """One page of `owner`'s certificates; `next_cursor` is None on the last page. Two queries at most.
 
     The CSR is never read (a list shows none), nor the PEM unless `with_pem` (the API's items carry it, the dashboard
     does not): together they are most of a row's bytes."""
-    rows = _filtered(Certificate.objects.filter(owner=owner), status)
+    rows = _searched(_filtered(Certificate.objects.filter(owner=owner), status), search)
     rows = rows.defer("csr") if with_pem else rows.defer("csr", "certificate_pem")
     rows = rows.annotate(sort_key=SORT_KEYS[_checked_sort(sort)])
     descending = sort.startswith("-")
@@ -108,6 +111,17 @@ def _checked_sort(sort: str) -> str:
     if sort not in SORT_KEYS:
         raise ListingError(f"sort must be one of {', '.join(SORT_KEYS)}.")
     return sort
+
+
+def _searched(rows: QuerySet[Certificate], search: str) -> QuerySet[Certificate]:
+    """A user's own certificates whose name contains `search` (any case), or whose fingerprint, serial or Cloudflare
+    id it is. "contains" is fine here: the owner's rows come from the (owner, ...) indexes first, hundreds at most."""
+    text = search.strip()
+    if not text:
+        return rows
+    if len(text) > MAX_SEARCH:
+        raise ListingError(f"q must be at most {MAX_SEARCH} characters.")
+    return rows.filter(Q(name__icontains=text) | certificate_key_match(text))
 
 
 def _filtered(rows: QuerySet[Certificate], status: str) -> QuerySet[Certificate]:

@@ -44,12 +44,19 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     status = status if status in listing.STATUS_FILTERS else listing.CURRENT
     sort = request.GET.get("sort", listing.DEFAULT_SORT)
     sort = sort if sort in listing.SORT_KEYS else listing.DEFAULT_SORT
+    search = request.GET.get("q", "").strip()[: listing.MAX_SEARCH]
     cursor = request.GET.get("cursor")
+
+    def page_from(cursor: str | None) -> listing.Page:
+        return listing.certificates_page(
+            owner=request.user, status=status, sort=sort, search=search, cursor=cursor, with_pem=False
+        )
+
     try:
-        page = listing.certificates_page(owner=request.user, status=status, sort=sort, cursor=cursor, with_pem=False)
+        page = page_from(cursor)
     except listing.ListingError:
         cursor = None
-        page = listing.certificates_page(owner=request.user, status=status, sort=sort, with_pem=False)
+        page = page_from(None)
     waiting = awaiting_the_edge(page.certificates, zone_id=get_zone_id())
     return render(
         request,
@@ -62,6 +69,7 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
             "has_any": bool(page.certificates) or Certificate.objects.filter(owner=request.user).exists(),
             "status": status,
             "sort": sort,
+            "search": search,
             "filters": DASHBOARD_FILTERS.items(),
             "sorts": DASHBOARD_SORTS.items(),
             "awaiting_the_edge": waiting,

@@ -351,6 +351,27 @@ def test_the_default_is_every_status_newest_first_fifty_a_page(api, alice):
     assert body["next"].startswith("http://testserver/api/v1/certificates?cursor=")
 
 
+def test_q_finds_by_name_and_the_next_link_keeps_it(api, alice, bob):
+    rows = certificate_rows(alice, 30)
+    certificate_rows(bob, 30)
+    wanted = sorted(row.pk for row in rows if "row-1" in row.name)  # row-1 and row-10 ... row-19
+
+    url, seen = "/certificates?limit=4&q=row-1", []
+    while url:
+        body = api.as_user(alice).get(url).json()
+        seen += [item["id"] for item in body["items"]]
+        url = body["next"] and body["next"].removeprefix("http://testserver/api/v1")
+
+    assert sorted(seen) == wanted
+
+
+def test_a_search_longer_than_any_key_is_a_400(api, alice):
+    response = api.as_user(alice).get("/certificates?q=" + "a" * 101)
+
+    assert response.status_code == 400
+    assert "q must be at most 100 characters" in response.json()["detail"]
+
+
 def test_the_list_carries_each_pem_but_reads_no_csr(api, alice):
     certificate_rows(alice, 3, authority=trusted_portal_ca())
     with CaptureQueriesContext(connection) as captured:

@@ -107,8 +107,11 @@ def world(emulator, alice, bob, charlie, api) -> World:
     certificate_rows(alice, 24)
     rows = certificate_rows(bob, 12, authority=authority)
     Certificate.objects.filter(zone_id="zone").update(zone_id=zone_id)
-    for user, network in ((alice, "192.0.2.0/24"), (bob, "198.51.100.0/24")):
-        services.allowlist_set(user=user, networks=[network], origin=services.Origin(actor=user))
+    # Documentation ranges, which the edge never sees: saved as a confirmed choice (certificates.allowlist).
+    for user, network in ((alice, "203.0.113.0/24"), (bob, "198.51.100.0/24")):
+        services.allowlist_set(
+            user=user, networks=[network], origin=services.Origin(actor=user), confirm_unreachable=True
+        )
         token_for(user)
     audit(AuditEvent.Action.REVOKED, services.Origin(actor=alice), certificate=issued)
     UnknownCertificate.objects.create(zone_id=zone_id, cloudflare_id="f" * 32, status="active", common_name="outside")
@@ -136,11 +139,13 @@ HOT_PATHS: dict[str, Callable[[World], object]] = {
     "dashboard (all, expiring soonest)": lambda w: w.user.get(
         reverse("certificates:dashboard"), {"status": "all", "sort": "expires_on"}
     ),
+    "dashboard search": lambda w: w.user.get(reverse("certificates:dashboard"), {"status": "all", "q": "box"}),
     "certificate page and its history": lambda w: w.user.get(reverse("certificates:detail", args=[w.issued.pk])),
     "new certificate page (room, quotas)": lambda w: w.user.get(reverse("certificates:new")),
     "networks page (last change)": lambda w: w.user.get(reverse("certificates:allowlist")),
     "tokens page": lambda w: w.user.get(reverse("certificates:tokens")),
     "API: certificate list": lambda w: w.api.get("/certificates?status=active&limit=5"),
+    "API: certificate search": lambda w: w.api.get("/certificates?q=box"),
     "API: CSR policy (room, count)": lambda w: w.api.get("/csr-policy"),
     "issuance (duplicate key, rates, zone room)": lambda w: services.certificate_issue(
         user=w.newcomer,

@@ -487,3 +487,33 @@ def test_the_expiry_warning_names_ten_and_counts_the_rest(alice):
     assert "14 certificates expire soon" in content
     assert content.count('data-testid="expiry-renew"') == 10
     assert 'data-testid="expiry-more"' in content
+
+
+def test_the_dashboard_finds_own_certificates_by_name_or_fingerprint_never_anothers(alice, bob):
+    mine = certificate_rows(alice, 3)
+    theirs = certificate_rows(bob, 1)[0]  # named "row-0" too
+    client = logged_in(alice)
+
+    def found(q: str) -> list[int]:
+        return listed_ids(client.get(reverse("certificates:dashboard"), {"status": "all", "q": q}))
+
+    assert found("ROW-1") == [mine[1].pk]
+    assert found("row-0") == [mine[0].pk]
+    with_colons = ":".join(re.findall("..", mine[2].fingerprint_sha256.upper()))
+    assert found(with_colons) == [mine[2].pk]
+    assert found(theirs.fingerprint_sha256) == []
+
+
+def test_the_dashboards_pages_keep_the_search(alice):
+    rows = certificate_rows(alice, 120)
+    Certificate.objects.filter(pk__in=[row.pk for row in rows[::3]]).update(name="other")
+    client = logged_in(alice)
+    query: str | None = "?status=all&q=row"
+    seen: list[int] = []
+    while query:
+        response = client.get(reverse("certificates:dashboard") + query)
+        seen += listed_ids(response)
+        query = link(response, "next-page")
+        assert query is None or "q=row" in query
+
+    assert sorted(seen) == sorted(row.pk for row in rows if row not in rows[::3])
