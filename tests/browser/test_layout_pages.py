@@ -36,7 +36,10 @@ def alice_at_work(emulator, alice, sign_in) -> dict[str, int]:
         user=alice, csr=policy_csr(alice), validity_days=365, name="build server in the basement", origin=origin
     )
     token, _ = services.api_token_create(user=alice, name="deploy script of the nightly job", origin=origin)
-    services.allowlist_set(user=alice, networks=["192.0.2.0/24", "2001:db8:1234:5678::/64"], origin=origin)
+    # Documentation ranges, which the edge never sees: saved as a confirmed choice (certificates.allowlist).
+    services.allowlist_set(
+        user=alice, networks=["192.0.2.0/24", "2001:db8:1234:5678::/64"], origin=origin, confirm_unreachable=True
+    )
     sign_in(alice)
     return {"certificate": certificate.pk, "token": token.pk}
 
