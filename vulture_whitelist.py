@@ -21,6 +21,7 @@ format_value  # forms.Widget hook: SecretTextarea never renders the submitted ke
 paginator
 show_full_result_count
 show_facets
+list_per_page
 search_help_text
 _.get_changelist
 _.get_search_results

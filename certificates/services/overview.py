@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Count, Q
 
 from certificates import cloudflare_client
 from certificates.admission import issuing_zone, zone_used
@@ -99,9 +100,9 @@ def zone_overview(*, zone_id: str, now: datetime) -> ZoneOverview:
         zone_id=zone_id,
         capacity=_capacity(zone_id, used),
         managed_in_use=used,
-        expiring={days: _expiring_within(zone_id, now, days) for days in EXPIRY_HORIZONS_DAYS},
+        expiring=_expiring(zone_id, now),
         unknown=UnknownCertificate.objects.filter(zone_id=zone_id).count(),
-        by_status={status: _count(zone_id, status) for status in WATCHED_STATUSES},
+        by_status=_watched_counts(zone_id),
         poll=_task_health(POLL_CERTIFICATES),
         reconcile=_task_health(RECONCILE_ZONE),
         sync=_sync_health(zone_id),
@@ -116,18 +117,29 @@ def _capacity(zone_id: str, used: int) -> Usage | None:
     return Usage(used=used, limit=settings.CLOUDFLARE_ZONE_CAPACITY)
 
 
-def _expiring_within(zone_id: str, now: datetime, days: int) -> int:
-    """Active certificates only, so that the figure equals the admin list it links to (status and expiry filters)."""
-    return Certificate.objects.filter(
+def _expiring(zone_id: str, now: datetime) -> dict[int, int]:
+    """Active certificates only, so that each figure equals the admin list it links to (status and expiry filters);
+    every horizon counted in one query."""
+    within = {
+        f"d{days}": Count("id", filter=Q(expires_on__lte=now + timedelta(days=days))) for days in EXPIRY_HORIZONS_DAYS
+    }
+    counts = Certificate.objects.filter(
         zone_id=zone_id,
         status=Certificate.Status.ACTIVE,
         expires_on__gt=now,
-        expires_on__lte=now + timedelta(days=days),
-    ).count()
+        expires_on__lte=now + timedelta(days=max(EXPIRY_HORIZONS_DAYS)),
+    ).aggregate(**within)
+    return {days: counts[f"d{days}"] for days in EXPIRY_HORIZONS_DAYS}
 
 
-def _count(zone_id: str, status: str) -> int:
-    return Certificate.objects.filter(zone_id=zone_id, status=status).count()
+def _watched_counts(zone_id: str) -> dict[str, int]:
+    counted = dict(
+        Certificate.objects.filter(zone_id=zone_id, status__in=WATCHED_STATUSES)
+        .values_list("status")
+        .annotate(Count("id"))
+        .order_by()
+    )
+    return {status: counted.get(status, 0) for status in WATCHED_STATUSES}
 
 
 def _task_health(task: str) -> TaskHealth:
