@@ -109,7 +109,9 @@ def seed(users: int, certificates: int) -> tuple[float, str]:
     call_command("seed_demo", users=users, certificates=certificates, seed=1, stdout=out)
     seconds = time.perf_counter() - start
     with connection.cursor() as cursor:
-        cursor.execute("analyze")  # the statistics autovacuum would have gathered by the time anyone looks
+        # What autovacuum would have done by the time anyone looks: statistics, and the visibility map that lets
+        # index-only scans skip the table.
+        cursor.execute("vacuum analyze")
     return seconds, out.getvalue().strip()
 
 

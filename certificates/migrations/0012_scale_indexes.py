@@ -60,6 +60,7 @@ class Migration(migrations.Migration):
             index=models.Index(
                 condition=models.Q(("status__in", ("active", "pending_reactivation"))),
                 fields=["expires_on"],
+                include=("zone_id", "status"),
                 name="certificate_usable_expiry",
             ),
         ),

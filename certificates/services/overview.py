@@ -121,7 +121,9 @@ def _expiring(zone_id: str, now: datetime) -> dict[int, int]:
     """Active certificates only, so that each figure equals the admin list it links to (status and expiry filters);
     every horizon counted in one query."""
     within = {
-        f"d{days}": Count("id", filter=Q(expires_on__lte=now + timedelta(days=days))) for days in EXPIRY_HORIZONS_DAYS
+        # Counting a column the index holds (not id), so that the count is read from the index alone.
+        f"d{days}": Count("expires_on", filter=Q(expires_on__lte=now + timedelta(days=days)))
+        for days in EXPIRY_HORIZONS_DAYS
     }
     counts = Certificate.objects.filter(
         zone_id=zone_id,
