@@ -120,3 +120,17 @@ def test_an_admin_list_shows_every_column_at_1280px(page, alice_at_work, charlie
     table = page.locator("#result_list").bounding_box()
     room = page.locator("#changelist-form .results").bounding_box()
     assert table["x"] + table["width"] <= room["x"] + room["width"] + 1, (table, room)
+
+
+@pytest.mark.parametrize("width", VIEWPORTS)
+def test_the_admin_overview_fits_and_sync_now_says_it_is_queued(page, alice_at_work, charlie, sign_in, width):
+    sign_in(charlie)
+    open_page(page, "/admin/", VIEWPORTS[width])
+
+    overview = page.get_by_test_id("zone-overview")
+    expect(overview).to_contain_text("slots held")
+    box = overview.bounding_box()
+    assert box["x"] >= 0, box
+    assert box["x"] + box["width"] <= VIEWPORTS[width]["width"], box
+    page.get_by_role("button", name="Sync now").click()
+    expect(page.locator(".messagelist")).to_contain_text("A firewall sync is queued")
