@@ -105,6 +105,12 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # libpq waits for ever on a server that never answers: a request, a task and /readyz would hang with it. A
+    # connect_timeout in DATABASE_URL's query string wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: optional. It backs the cache and the Cloudflare call budget shared by all processes.

@@ -265,3 +265,30 @@ def test_an_api_hostname_no_host_header_can_match_stops_start_up(monkeypatch, ra
     monkeypatch.setenv("HOSTS", raw)
     with pytest.raises(ImproperlyConfigured, match="not a hostname"):
         env.env_hostnames("HOSTS", [])
+
+
+def database_options(tmp_path, url: str, **overrides: str) -> str:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CLOUDFLARE_"))}
+    environment.update(
+        {"PORTAL_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true"},
+        DATABASE_URL=url,
+        **overrides,
+    )
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.DATABASES['default'].get('OPTIONS'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_postgresql_connections_give_up_after_a_few_seconds(tmp_path):
+    """A database that never answers must not hang a request, a task or /readyz for ever (libpq's default)."""
+    url = "postgres://portal@db.invalid:5432/portal"
+
+    assert database_options(tmp_path, url) == "{'connect_timeout': 5}"
+    assert database_options(tmp_path, url, DATABASE_CONNECT_TIMEOUT="2") == "{'connect_timeout': 2}"
+    assert database_options(tmp_path, url + "?connect_timeout=9") == "{'connect_timeout': 9}"
