@@ -205,8 +205,12 @@ _.as_sqlite
 # portal/stand_ins.py: referenced from settings (dotted paths) or called by the framework
 EmulatedHeaderMiddleware
 
-# portal/urls.py: referenced from settings (dotted paths) or called by the framework
+# portal/urls.py: referenced from settings (dotted paths) or called by the framework; the admin's titles, read by
+# its templates
 _.login
+_.site_header
+_.site_title
+_.index_title
 
 # portal/logs.py: the middleware is referenced from settings, the gunicorn configuration from gunicorn.conf.py (not
 # scanned); the record attributes the filters set are read by the formatters, which walk the record's attributes

@@ -9,6 +9,9 @@ from portal import views
 # The admin's own login form asks for a password only, so it is never shown: staff sign in through allauth's
 # pages, which ask for their TOTP code, and the staff middleware checks that this session gave one.
 admin.site.login = views.admin_login  # type: ignore[method-assign]  # replacing this method is the point
+admin.site.site_header = "mTLS developer portal: administration"
+admin.site.site_title = "mTLS portal admin"
+admin.site.index_title = "The zone and the portal's records"
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -31,7 +31,7 @@ def test_public_pages_work_under_the_policy(page, traffic, path, visible):
         ("/certificates/", "Certificates"),
         ("/certificates/new/", "New client certificate"),
         ("/accounts/2fa/", "Two-Factor Authentication"),
-        ("/admin/", "Site administration"),
+        ("/admin/", "The zone and the portal's records"),
     ],
 )
 def test_signed_in_pages_work_under_the_policy(page, traffic, sign_in, charlie, path, visible):

@@ -24,6 +24,8 @@ def test_the_admin_index_names_the_models_in_plain_english(staff):
     assert "API tokens" in page
     assert "entrys" not in page
     assert "Api tokens" not in page
+    assert "mTLS developer portal: administration" in page
+    assert "Django administration" not in page
 
 
 def test_the_certificate_form_does_not_let_staff_edit_what_the_workers_keep(staff, emulator, alice):
